@@ -1,0 +1,278 @@
+"""Benchmarks: named lists of transfer tasks with a fixed evaluation protocol.
+
+``BENCHMARKS`` holds:
+
+* ``"office-caltech10-surf"``: 12 tasks over Amazon, Webcam, DSLR, Caltech (800-d SURF,
+  10 classes); classic protocol: all labelled source samples, all target samples both for
+  adaptation and for the reported accuracy (Gong et al., CVPR 2012; Long et al., ICCV 2013).
+* ``"mnist-usps-jda"``: MNIST->USPS and USPS->MNIST (256-d, 10 classes); all target samples
+  for adaptation and evaluation (Long et al., ICCV 2013).
+* ``"amazon-reviews"``: 12 tasks over Books, DVD, Electronics, Kitchen (5000-d, 2 classes);
+  DANN protocol (Ganin et al., JMLR 2016, Sec. 5.1): source = ``S_train`` (labelled),
+  adaptation on ``T_train`` (labels ignored), accuracy on ``T_test``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from . import amazon_reviews, office_caltech
+from ._files import BENCHMARK_FILES, Domain, PathLike
+from .amazon_reviews import load_amazon_reviews
+from .digits import load_mnist_usps_jda
+from .office_caltech import load_office_caltech10_surf
+
+__all__ = ["TransferTask", "Benchmark", "BENCHMARKS", "get_benchmark"]
+
+
+@dataclass(frozen=True, eq=False)
+class TransferTask:
+    """One source->target transfer task of a benchmark, loaded.
+
+    Attributes:
+        benchmark: name of the benchmark, e.g. ``"office-caltech10-surf"``.
+        name: task name, e.g. ``"C->A"``.
+        source: labelled source training data.
+        target_train: target data used for adaptation. Its labels are present only for
+            evaluation and for explicitly few-shot (semi-supervised) protocols; unsupervised
+            methods must never read ``target_train.y``.
+        target_test: target data on which accuracy is reported. May hold the same samples
+            as ``target_train`` (transductive protocols), but always as separate tensors.
+
+    All three domains share the feature dimension ``D`` and the class names.
+
+    Raises:
+        ValueError: on construction, when the domains differ in ``D`` or in ``classes``.
+    """
+
+    benchmark: str
+    name: str
+    source: Domain
+    target_train: Domain
+    target_test: Domain
+
+    def __post_init__(self) -> None:
+        for attr in ("source", "target_train", "target_test"):
+            if not isinstance(getattr(self, attr), Domain):
+                raise TypeError(f"TransferTask {attr} must be a Domain, got {type(getattr(self, attr)).__name__}")
+        for attr in ("target_train", "target_test"):
+            other = getattr(self, attr)
+            if other.input_dim != self.source.input_dim:
+                raise ValueError(
+                    f"TransferTask {attr} has {other.input_dim} features but source has {self.source.input_dim}"
+                )
+            if other.classes != self.source.classes:
+                raise ValueError(f"TransferTask {attr} classes {other.classes} differ from source {self.source.classes}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return self.source.num_classes
+
+    @property
+    def input_dim(self) -> int:
+        """Feature dimension ``D``."""
+        return self.source.input_dim
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        """Class names shared by all domains."""
+        return self.source.classes
+
+    def __repr__(self) -> str:
+        return (
+            f"TransferTask({self.benchmark}:{self.name}, source={len(self.source)}, "
+            f"target_train={len(self.target_train)}, target_test={len(self.target_test)}, "
+            f"D={self.input_dim}, C={self.num_classes})"
+        )
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named list of transfer tasks with a fixed protocol.
+
+    Attributes:
+        name: benchmark name (key of :data:`BENCHMARKS`).
+        tasks: task names in the conventional reporting order, e.g. ``("C->A", ...)``.
+        num_classes: number of classes ``C``.
+        input_dim: feature dimension ``D``.
+        files: relative paths (under the data root) of the files its loaders read.
+        protocol: one-paragraph description of the train/adapt/test split.
+        citation: papers to cite for the data and protocol.
+    """
+
+    name: str
+    tasks: Tuple[str, ...]
+    num_classes: int
+    input_dim: int
+    files: Tuple[str, ...]
+    protocol: str = field(default="", repr=False)
+    citation: str = field(default="", repr=False)
+    _resolve: Callable[[str], Optional[str]] = field(default=lambda t: None, repr=False, compare=False)
+    _build: Callable[..., Tuple[Domain, Domain, Domain]] = field(default=None, repr=False, compare=False)
+
+    def resolve_task(self, task: object) -> str:
+        """Return the canonical task name for ``task``.
+
+        Matching is case-insensitive, ignores spaces, accepts ``→`` for ``->`` and full
+        domain names (``"amazon->webcam"`` is ``"A->W"`` on Office-Caltech10).
+
+        Raises:
+            ValueError: ``task`` is not a task of this benchmark (the message lists them).
+        """
+        canon = self._resolve(task) if isinstance(task, str) else None
+        if canon not in self.tasks:
+            raise ValueError(f"task must be one of {list(self.tasks)} for benchmark {self.name!r}, got {task!r}")
+        return canon
+
+    def load(self, task: str, root: Optional[PathLike] = None, download: bool = False, **options: Any) -> TransferTask:
+        """Load one task under this benchmark's protocol.
+
+        Args:
+            task: a name from ``tasks`` (see :meth:`resolve_task` for accepted spellings).
+            root: data root; see :func:`adaptlib.datasets.data_root`.
+            download: download missing files.
+            **options: forwarded to the domain loader to deviate from the default
+                preprocessing (``preprocess=`` for Office-Caltech10, ``normalize=`` for
+                MNIST-USPS, ``transform=`` for Amazon). Leave empty for the standard protocol.
+
+        Returns:
+            :class:`TransferTask` whose domains are fresh tensors (parsed files are cached
+            per process, so loading all tasks of a benchmark reads each file once).
+
+        Raises:
+            ValueError: unknown ``task`` or option value.
+            TypeError: unknown option name.
+            DatasetNotFoundError, ChecksumError: as in :func:`adaptlib.datasets.fetch`.
+        """
+        canon = self.resolve_task(task)
+        if self._build is None:
+            raise NotImplementedError(f"benchmark {self.name!r} has no loader")
+        source, target_train, target_test = self._build(canon, root, download, **options)
+        return TransferTask(self.name, canon, source, target_train, target_test)
+
+
+def _letter_task_resolver(resolve_domain: Callable[[str, str], str], letters: Dict[str, str]):
+    def resolve(task: str) -> Optional[str]:
+        parts = task.replace("→", "->").replace(" ", "").split("->")
+        if len(parts) != 2:
+            return None
+        try:
+            return "->".join(letters[resolve_domain(p, "task")] for p in parts)
+        except ValueError:
+            return None
+
+    return resolve
+
+
+def _letters_to_names(letters: Dict[str, str]) -> Dict[str, str]:
+    return {v: k for k, v in letters.items()}
+
+
+_OFFICE_NAMES = _letters_to_names(office_caltech.DOMAIN_LETTERS)
+_AMAZON_NAMES = _letters_to_names(amazon_reviews.DOMAIN_LETTERS)
+
+
+def _build_office(task: str, root, download: bool, **options):
+    s, t = (_OFFICE_NAMES[p] for p in task.split("->"))
+    source = load_office_caltech10_surf(s, root, download, **options)
+    target_train = load_office_caltech10_surf(t, root, download, **options)
+    target_test = load_office_caltech10_surf(t, root, download, **options)
+    return source, target_train, target_test
+
+
+def _build_digits(task: str, root, download: bool, **options):
+    source, target_train = load_mnist_usps_jda(task.lower(), root, download, **options)
+    _, target_test = load_mnist_usps_jda(task.lower(), root, download, **options)
+    return source, target_train, target_test
+
+
+def _build_amazon(task: str, root, download: bool, **options):
+    s, t = (_AMAZON_NAMES[p] for p in task.split("->"))
+    source = load_amazon_reviews(s, "train", root, download, **options)
+    target_train = load_amazon_reviews(t, "train", root, download, **options)
+    target_test = load_amazon_reviews(t, "test", root, download, **options)
+    return source, target_train, target_test
+
+
+def _resolve_digits(task: str) -> Optional[str]:
+    from .digits import resolve_task
+
+    try:
+        return resolve_task(task).upper()
+    except ValueError:
+        return None
+
+
+_OFFICE_TASKS = ("C->A", "C->W", "C->D", "A->C", "A->W", "A->D", "W->C", "W->A", "W->D", "D->C", "D->A", "D->W")
+_AMAZON_TASKS = tuple(f"{s}->{t}" for s in "BDEK" for t in "BDEK" if s != t)
+
+BENCHMARKS: Dict[str, Benchmark] = {
+    "office-caltech10-surf": Benchmark(
+        name="office-caltech10-surf",
+        tasks=_OFFICE_TASKS,
+        num_classes=10,
+        input_dim=800,
+        files=BENCHMARK_FILES["office-caltech10-surf"],
+        protocol=(
+            "Classic unsupervised protocol: all labelled source samples; all target samples "
+            "are used (unlabelled) for adaptation and for the reported accuracy. Features: "
+            "row-sum normalised then z-scored per domain (GFK/JDA)."
+        ),
+        citation=(
+            "Gong et al., Geodesic Flow Kernel for Unsupervised Domain Adaptation, CVPR 2012; "
+            "Saenko et al., Adapting Visual Category Models to New Domains, ECCV 2010; "
+            "Griffin et al., Caltech-256, Tech. Report 2007."
+        ),
+        _resolve=_letter_task_resolver(office_caltech.resolve_domain, office_caltech.DOMAIN_LETTERS),
+        _build=_build_office,
+    ),
+    "mnist-usps-jda": Benchmark(
+        name="mnist-usps-jda",
+        tasks=("MNIST->USPS", "USPS->MNIST"),
+        num_classes=10,
+        input_dim=256,
+        files=BENCHMARK_FILES["mnist-usps-jda"],
+        protocol=(
+            "JDA protocol: 2000 MNIST and 1800 USPS 16x16 images; all labelled source samples; "
+            "all target samples are used (unlabelled) for adaptation and for the reported "
+            "accuracy. Features: per-sample L2 normalisation."
+        ),
+        citation=(
+            "Long et al., Transfer Feature Learning with Joint Distribution Adaptation, ICCV 2013; "
+            "Hull, IEEE TPAMI 1994 (USPS); LeCun et al., Proc. IEEE 1998 (MNIST)."
+        ),
+        _resolve=_resolve_digits,
+        _build=_build_digits,
+    ),
+    "amazon-reviews": Benchmark(
+        name="amazon-reviews",
+        tasks=_AMAZON_TASKS,
+        num_classes=2,
+        input_dim=5000,
+        files=BENCHMARK_FILES["amazon-reviews"],
+        protocol=(
+            "DANN protocol (Ganin et al., JMLR 2016, Sec. 5.1): source = labelled S_train "
+            "(2000 reviews); adaptation on T_train (2000 reviews, labels ignored); accuracy on "
+            "T_test. Features: raw unigram/bigram counts."
+        ),
+        citation=(
+            "Blitzer et al., ACL 2007; Chen et al., Marginalized Denoising Autoencoders for "
+            "Domain Adaptation, ICML 2012; Ganin et al., Domain-Adversarial Training of Neural "
+            "Networks, JMLR 2016."
+        ),
+        _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
+        _build=_build_amazon,
+    ),
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """Return the :class:`Benchmark` called ``name`` (a key of :data:`BENCHMARKS`).
+
+    Raises:
+        ValueError: unknown ``name``; the message lists the known benchmarks.
+    """
+    if not isinstance(name, str) or name not in BENCHMARKS:
+        raise ValueError(f"name must be one of {sorted(BENCHMARKS)}, got {name!r}")
+    return BENCHMARKS[name]

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The benchmark data folder: $ADAPTLIB_DATA, else ../shared/data beside the repository."""
+    root = Path(os.environ.get("ADAPTLIB_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.fail(f"benchmark data not found at {root}: set ADAPTLIB_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def surf_small(data_root):
+    """A small real subset of Office-Caltech10 SURF: 120 amazon (source) and 90 webcam (target) samples."""
+    from adaptlib.datasets import load_office_caltech10_surf
+
+    gen = torch.Generator().manual_seed(0)
+    src = load_office_caltech10_surf("amazon", root=data_root)
+    tgt = load_office_caltech10_surf("webcam", root=data_root)
+    si = torch.randperm(src.x.shape[0], generator=gen)[:120]
+    ti = torch.randperm(tgt.x.shape[0], generator=gen)[:90]
+    return src.x[si], src.y[si], tgt.x[ti], tgt.y[ti]
