@@ -1,0 +1,18 @@
+"""adaptlib: domain adaptation for PyTorch.
+
+- :mod:`adaptlib.losses`: alignment losses as plain functions of tensors (MMD, JMMD, CORAL,
+  Sinkhorn/OT, DeepJDOT, domain-adversarial, entropy).
+- :mod:`adaptlib.methods`: DA methods that turn a batch into named loss terms.
+- :class:`adaptlib.Trainer`: the one training loop all methods share.
+- :mod:`adaptlib.datasets`: loaders for real DA benchmarks.
+- :mod:`adaptlib.compare`: the comparison run behind ``adaptlib compare``.
+"""
+from . import losses, methods
+from .methods import METHODS, get_method
+from .models import AdaptModel, DomainDiscriminator, ModelOutput, mlp
+from .trainer import History, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "METHODS",
+           "get_method", "losses", "methods", "__version__"]

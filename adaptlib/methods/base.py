@@ -1,0 +1,148 @@
+"""The method contract: typed batches in, named loss terms out.
+
+A method is the paper's algorithm box and nothing else. It may own extra modules (a
+domain discriminator) but it never calls ``backward``, never steps an optimizer and keeps
+no schedule state: the :class:`~adaptlib.Trainer` passes the training progress in, and
+schedules such as DANN's gradient-reversal warm-up are pure functions of it.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import AdaptModel, ModelOutput
+
+__all__ = [
+    "LabeledBatch",
+    "UnlabeledBatch",
+    "Batch",
+    "Progress",
+    "StepOutput",
+    "Method",
+    "dann_warmup",
+]
+
+
+@dataclass(frozen=True)
+class LabeledBatch:
+    """A labelled batch: inputs ``x`` of shape ``(N, ...)`` and class indices ``y`` ``(N,)`` int64."""
+
+    x: Tensor
+    y: Tensor
+
+
+@dataclass(frozen=True)
+class UnlabeledBatch:
+    """An unlabelled batch: inputs ``x`` of shape ``(M, ...)``. It has no field for labels."""
+
+    x: Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything a method sees at one training step.
+
+    Attributes:
+        source: labelled source batch (always present).
+        target: unlabelled target batch, or ``None`` for methods that do not use target data.
+        target_labeled: a batch of the few labelled target samples, present only for methods
+            whose ``uses_target_labels`` is True.
+    """
+
+    source: LabeledBatch
+    target: Optional[UnlabeledBatch] = None
+    target_labeled: Optional[LabeledBatch] = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands: ``step`` in ``0..total_steps-1``; ``fraction = step / total_steps`` in [0, 1)."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def fraction(self) -> float:
+        return self.step / max(self.total_steps, 1)
+
+
+@dataclass
+class StepOutput:
+    """Named loss terms of one step, already weighted; the trainer minimises their sum.
+
+    Attributes:
+        losses: name -> scalar tensor with gradient (e.g. ``{"classification": ..., "domain": ...}``).
+        metrics: name -> detached scalar logged beside the losses (e.g. a schedule value).
+    """
+
+    losses: Dict[str, Tensor]
+    metrics: Dict[str, Tensor] = field(default_factory=dict)
+
+
+def dann_warmup(fraction: float, gamma: float = 10.0) -> float:
+    """DANN's adaptation-factor schedule ``2 / (1 + exp(-gamma * p)) - 1`` for progress ``p`` in [0, 1].
+
+    Rises from 0 at the start of training to about 1 at the end (Ganin et al., JMLR 2016, Sec. 5.2.2).
+    """
+    return 2.0 / (1.0 + math.exp(-gamma * fraction)) - 1.0
+
+
+class Method(nn.Module, abc.ABC):
+    """Base class of every domain-adaptation method.
+
+    Subclasses set the class attributes, create their extra modules in :meth:`setup`, and
+    implement :meth:`loss_terms`. The trainer calls, once, ``setup(model)``, then at each step
+    ``on_step_start(model, progress)`` (under ``torch.no_grad``) and ``loss_terms(model,
+    batch, progress)``, sums the returned losses, and does backward and the optimizer step.
+
+    Class attributes:
+        name: registry name (``"dann"``).
+        uses_target: whether the method needs unlabelled target batches.
+        uses_target_labels: whether it trains on a few labelled target samples (its
+            accuracy is then not comparable with unsupervised methods, and reports say so).
+    """
+
+    name: ClassVar[str] = "method"
+    uses_target: ClassVar[bool] = True
+    uses_target_labels: ClassVar[bool] = False
+
+    def setup(self, model: AdaptModel) -> None:
+        """Create the method's own modules for ``model`` (e.g. a discriminator on ``model.feature_dim``)."""
+
+    def on_step_start(self, model: AdaptModel, progress: Progress) -> None:
+        """Hook before each step, run without gradient (e.g. snapshot weights at a phase change)."""
+
+    @abc.abstractmethod
+    def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
+        """Return the weighted loss terms of ``batch``. Must not call backward or step optimizers."""
+
+    def hparams(self) -> Dict[str, Any]:
+        """The method's hyper-parameters as a JSON-serialisable dict (for records and tables)."""
+        return {}
+
+    # helpers shared by the methods -------------------------------------------------------
+    @staticmethod
+    def forward_source_target(model: AdaptModel, batch: Batch) -> tuple[ModelOutput, ModelOutput]:
+        """One forward pass over source and target inputs stacked, split back into two outputs."""
+        if batch.target is None:
+            raise ValueError("this method needs an unlabelled target batch: pass target data to Trainer.fit")
+        n = batch.source.x.shape[0]
+        out = model(torch.cat([batch.source.x, batch.target.x], dim=0))
+        src = ModelOutput(out.features[:n], out.logits[:n])
+        tgt = ModelOutput(out.features[n:], out.logits[n:])
+        return src, tgt
+
+    @staticmethod
+    def classification(logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy of ``(N, C)`` logits against ``(N,)`` class indices, averaged over the batch."""
+        return F.cross_entropy(logits, labels)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+

@@ -1,0 +1,40 @@
+"""Deep CORAL: align second-order statistics of source and target activations."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .._checks import check_choice
+from ..losses import coral
+from ..models import AdaptModel
+from .base import Batch, Method, Progress, StepOutput
+
+
+class DeepCORAL(Method):
+    """Deep CORAL (Sun & Saenko, ECCV Workshops 2016).
+
+    Loss: ``CE(h(f_s), y_s) + trade_off * ||C_s - C_t||_F^2 / (4 d^2)`` where ``C`` are the
+    covariances of the chosen layer's activations over the batch (:func:`adaptlib.losses.coral`).
+
+    Args:
+        trade_off: weight of the CORAL term (the paper's lambda).
+        layer: ``"features"`` (bottleneck, default) or ``"logits"`` (the paper applies it to
+            the last layer, fc8, of AlexNet).
+    """
+
+    name = "deep-coral"
+
+    def __init__(self, trade_off: float = 1.0, layer: str = "features") -> None:
+        super().__init__()
+        self.trade_off = float(trade_off)
+        self.layer = check_choice(layer, "layer", ("features", "logits"))
+
+    def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
+        src, tgt = self.forward_source_target(model, batch)
+        a, b = (src.features, tgt.features) if self.layer == "features" else (src.logits, tgt.logits)
+        return StepOutput({
+            "classification": self.classification(src.logits, batch.source.y),
+            "coral": self.trade_off * coral(a, b),
+        })
+
+    def hparams(self) -> Dict[str, Any]:
+        return {"trade_off": self.trade_off, "layer": self.layer}

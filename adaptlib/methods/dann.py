@@ -1,0 +1,65 @@
+"""DANN: domain-adversarial training through a gradient reversal layer."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+from ..losses import domain_adversarial
+from ..models import AdaptModel, DomainDiscriminator
+from .base import Batch, Method, Progress, StepOutput, dann_warmup
+
+
+class DANN(Method):
+    """Domain-Adversarial Neural Network (Ganin et al., JMLR 2016; Ganin & Lempitsky, ICML 2015).
+
+    Algorithm (per step, progress ``p``):
+
+    1. ``f_s, f_t = g(x_s), g(x_t)`` (bottleneck features, one forward pass);
+    2. ``classification = CE(h(f_s), y_s)``;
+    3. ``lambda_p = trade_off * (2 / (1 + exp(-gamma p)) - 1)`` (warm-up from 0 to ``trade_off``);
+    4. ``domain = BCE(D(R_lambda(f)), d)`` with ``R_lambda`` the gradient reversal layer
+       (identity forward, ``-lambda_p`` times the gradient backward) and ``d`` = 1 for source,
+       0 for target.
+
+    The discriminator minimises ``domain``; through the reversal the features maximise it.
+    The learning-rate annealing of the paper, ``lr_p = lr / (1 + 10 p)^0.75``, is the Trainer's
+    default schedule (``lr_schedule="inv"``), applied to every method alike.
+
+    Args:
+        trade_off: final weight of the reversed domain gradient (the paper's lambda).
+        gamma: steepness of the warm-up (10 in the paper).
+        hidden_dim: width of the discriminator's two hidden layers.
+        dropout: dropout of the discriminator.
+    """
+
+    name = "dann"
+
+    def __init__(self, trade_off: float = 1.0, gamma: float = 10.0, hidden_dim: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.trade_off = float(trade_off)
+        self.gamma = float(gamma)
+        self.hidden_dim = int(hidden_dim)
+        self.dropout = float(dropout)
+        self.discriminator: DomainDiscriminator | None = None
+
+    def setup(self, model: AdaptModel) -> None:
+        self.discriminator = DomainDiscriminator(model.feature_dim, self.hidden_dim, dropout=self.dropout)
+
+    def coefficient(self, progress: Progress) -> float:
+        """The gradient-reversal coefficient ``lambda_p`` used at ``progress``."""
+        return self.trade_off * dann_warmup(progress.fraction, self.gamma)
+
+    def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
+        if self.discriminator is None:
+            raise RuntimeError("DANN.setup(model) must be called before training (Trainer does this)")
+        src, tgt = self.forward_source_target(model, batch)
+        lam = self.coefficient(progress)
+        domain, accuracy = domain_adversarial(src.features, tgt.features, self.discriminator, coefficient=lam)
+        return StepOutput(
+            {"classification": self.classification(src.logits, batch.source.y), "domain": domain},
+            {"discriminator_accuracy": accuracy, "grl_coefficient": torch.tensor(lam)},
+        )
+
+    def hparams(self) -> Dict[str, Any]:
+        return {"trade_off": self.trade_off, "gamma": self.gamma, "hidden_dim": self.hidden_dim, "dropout": self.dropout}

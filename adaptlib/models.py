@@ -1,0 +1,156 @@
+"""The one model skeleton every method trains: backbone -> optional bottleneck -> classifier head.
+
+Methods never change this skeleton; they only add their own modules (a domain
+discriminator, say) beside it. That keeps comparisons between methods fair: the same
+network, the same budget, only the objective differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ModelOutput", "AdaptModel", "mlp", "DomainDiscriminator"]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What :class:`AdaptModel` returns for a batch of ``N`` inputs.
+
+    Attributes:
+        features: ``(N, F)`` features fed to the classifier head (the bottleneck output when
+            there is a bottleneck, else the backbone output). Alignment losses act on these.
+        logits: ``(N, C)`` unnormalised class scores.
+    """
+
+    features: Tensor
+    logits: Tensor
+
+
+def mlp(in_dim: int, hidden: Sequence[int], *, dropout: float = 0.0) -> nn.Sequential:
+    """A multi-layer perceptron ``Linear -> ReLU -> Dropout`` per hidden width.
+
+    Args:
+        in_dim: input dimension ``D``; inputs are ``(N, D)`` float tensors.
+        hidden: widths of the hidden layers; the output has ``hidden[-1]`` features.
+        dropout: dropout probability after each activation (0 disables it).
+
+    Raises:
+        ValueError: ``in_dim`` or a width is not a positive integer, ``hidden`` is empty, or
+            ``dropout`` is outside ``[0, 1)``.
+    """
+    if int(in_dim) <= 0:
+        raise ValueError(f"in_dim must be a positive integer, got {in_dim!r}")
+    hidden = list(hidden)
+    if not hidden or any(int(h) <= 0 for h in hidden):
+        raise ValueError(f"hidden must be a non-empty list of positive widths, got {hidden!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    layers: list[nn.Module] = []
+    width = int(in_dim)
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = int(h)
+    return nn.Sequential(*layers)
+
+
+def _infer_out_features(module: nn.Module) -> Optional[int]:
+    for m in reversed(list(module.modules())):
+        if isinstance(m, nn.Linear):
+            return m.out_features
+    return None
+
+
+class AdaptModel(nn.Module):
+    """Backbone, optional bottleneck and linear classifier head: ``x -> g(x) -> b(g(x)) -> h``.
+
+    The bottleneck (``Linear -> ReLU``, as in TLlib and DANN/DAN implementations) gives
+    every method the same low-dimensional feature space to align.
+
+    Args:
+        backbone: any ``nn.Module`` mapping inputs ``(N, ...)`` to ``(N, backbone_dim)``
+            features (an :func:`mlp` for feature benchmarks, a CNN for images).
+        num_classes: number of classes ``C`` of the head.
+        backbone_dim: output width of ``backbone``; inferred from its last ``nn.Linear`` when
+            omitted.
+        bottleneck_dim: width ``F`` of the bottleneck, or ``None`` for no bottleneck (then
+            ``F = backbone_dim``).
+        dropout: dropout applied after the bottleneck activation.
+
+    Raises:
+        ValueError: ``num_classes < 2`` or ``backbone_dim`` cannot be inferred.
+
+    Example:
+        >>> model = AdaptModel(mlp(800, [256]), num_classes=10, bottleneck_dim=128)
+        >>> out = model(torch.randn(4, 800))
+        >>> out.features.shape, out.logits.shape
+        (torch.Size([4, 128]), torch.Size([4, 10]))
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        backbone_dim: Optional[int] = None,
+        bottleneck_dim: Optional[int] = 256,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        if backbone_dim is None:
+            backbone_dim = _infer_out_features(backbone)
+            if backbone_dim is None:
+                raise ValueError(
+                    "backbone_dim could not be inferred (the backbone has no nn.Linear): pass it"
+                )
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        if bottleneck_dim is None:
+            self.bottleneck: nn.Module = nn.Identity()
+            self.feature_dim = int(backbone_dim)
+        else:
+            layers: list[nn.Module] = [nn.Linear(int(backbone_dim), int(bottleneck_dim)), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            self.bottleneck = nn.Sequential(*layers)
+            self.feature_dim = int(bottleneck_dim)
+        self.head = nn.Linear(self.feature_dim, self.num_classes)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        features = self.bottleneck(self.backbone(x))
+        return ModelOutput(features=features, logits=self.head(features))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the backbone (what fine-tuning may freeze or pull toward a prior)."""
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the bottleneck and the classifier head."""
+        yield from self.bottleneck.parameters()
+        yield from self.head.parameters()
+
+
+class DomainDiscriminator(nn.Module):
+    """Domain classifier of DANN (Ganin et al., JMLR 2016): features ``(N, F)`` -> logits ``(N, 1)``.
+
+    ``Linear(F, H) -> ReLU -> Dropout -> Linear(H, H) -> ReLU -> Dropout -> Linear(H, 1)``; the
+    logit is the log-odds that a sample comes from the source domain.
+
+    Args:
+        in_dim: feature width ``F``.
+        hidden_dim: hidden width ``H``.
+        dropout: dropout after each hidden activation.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 256, *, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.net = nn.Sequential(mlp(in_dim, [hidden_dim, hidden_dim], dropout=dropout), nn.Linear(hidden_dim, 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features)

@@ -1,0 +1,148 @@
+"""Contract test: every method takes one training step on a small real subset.
+
+Checks, for each method: the loss terms are finite scalars; each term sends gradient to
+exactly the parameters it should (alignment terms reach the feature extractor but not the
+classifier head; the domain term reaches the discriminator); target labels are never used.
+"""
+import pytest
+import torch
+
+from adaptlib import AdaptModel, Trainer, mlp
+from adaptlib.methods import (METHODS, Batch, LabeledBatch, Progress, UnlabeledBatch, get_method)
+
+FEATURE = {"backbone", "bottleneck"}
+ALL_MODEL = {"backbone", "bottleneck", "head"}
+
+# term -> the parameter owners that must receive a non-zero gradient from it (all others none).
+EXPECTED = {
+    "source-only": {"classification": ALL_MODEL},
+    "finetune": {"classification": ALL_MODEL},
+    "dann": {"classification": ALL_MODEL, "domain": FEATURE | {"discriminator"}},
+    "dan": {"classification": ALL_MODEL, "mmd": FEATURE},
+    "deep-coral": {"classification": ALL_MODEL, "coral": FEATURE},
+    "deepjdot": {"classification": ALL_MODEL, "jdot_feature": FEATURE, "jdot_label": ALL_MODEL},
+    "sinkhorn": {"classification": ALL_MODEL, "ot": FEATURE},
+}
+
+
+def _model(in_dim: int) -> AdaptModel:
+    torch.manual_seed(0)
+    return AdaptModel(mlp(in_dim, [64]), num_classes=10, bottleneck_dim=32)
+
+
+def _owners(model, method):
+    named = [(f"{n.split('.')[0]}", p) for n, p in model.named_parameters()]
+    named += [(n.split(".")[0], p) for n, p in method.named_parameters()]
+    return named
+
+
+def _batch(surf_small, n=32):
+    xs, ys, xt, _ = surf_small
+    return Batch(LabeledBatch(xs[:n], ys[:n]), UnlabeledBatch(xt[:n]), LabeledBatch(xt[:20], surf_small[3][:20]))
+
+
+def test_every_method_is_covered():
+    assert set(EXPECTED) == set(METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_loss_term_reaches_exactly_its_parameters(name, surf_small):
+    model = _model(surf_small[0].shape[1])
+    method = get_method(name)
+    method.setup(model)
+    batch = _batch(surf_small)
+    if not method.uses_target_labels:
+        batch = Batch(batch.source, batch.target, None)
+    progress = Progress(step=50, total_steps=100)  # mid-training: DANN's coefficient is non-zero
+    if name == "finetune":
+        progress = Progress(step=0, total_steps=100)  # source phase
+    out = method.loss_terms(model, batch, progress)
+    assert set(out.losses) == set(EXPECTED[name])
+    owners = _owners(model, method)
+    for term, value in out.losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), (name, term, value)
+        grads = torch.autograd.grad(value, [p for _, p in owners], retain_graph=True, allow_unused=True)
+        reached = {owner for (owner, _), g in zip(owners, grads) if g is not None and bool(g.abs().sum() > 0)}
+        assert reached == EXPECTED[name][term], (name, term, reached)
+
+
+def test_finetune_target_phase_and_frozen_backbone(surf_small):
+    model = _model(surf_small[0].shape[1])
+    batch = _batch(surf_small)
+    late = Progress(step=80, total_steps=100)
+    for kwargs, expected in (({}, ALL_MODEL), ({"freeze_backbone": True}, {"bottleneck", "head"})):
+        method = get_method("finetune", **kwargs)
+        method.setup(model)
+        out = method.loss_terms(model, batch, late)
+        assert set(out.losses) == {"target_classification"}
+        owners = _owners(model, method)
+        grads = torch.autograd.grad(out.losses["target_classification"], [p for _, p in owners], allow_unused=True)
+        assert {o for (o, _), g in zip(owners, grads) if g is not None} == expected
+
+
+def test_finetune_l2sp_pulls_toward_source_weights(surf_small):
+    model = _model(surf_small[0].shape[1])
+    method = get_method("finetune", l2sp=1.0)
+    method.setup(model)
+    late = Progress(step=60, total_steps=100)
+    with torch.no_grad():
+        method.on_step_start(model, late)  # snapshot w0
+        for p in model.backbone.parameters():
+            p.add_(0.1)
+    out = method.loss_terms(model, _batch(surf_small), late)
+    n_params = sum(p.numel() for p in model.backbone.parameters())
+    assert torch.allclose(out.losses["l2sp"], torch.tensor(0.5 * n_params * 0.01), rtol=1e-3)
+
+
+class _LabelTrap:
+    """A target domain whose labels raise if anything reads them."""
+
+    def __init__(self, x):
+        self.x = x
+
+    @property
+    def y(self):
+        raise AssertionError("target labels were read during unsupervised training")
+
+
+@pytest.mark.parametrize("name", [n for n, c in METHODS.items() if c.uses_target])
+def test_unsupervised_methods_never_see_target_labels(name, surf_small):
+    xs, ys, xt, yt = surf_small
+    seen = []
+    method = get_method(name)
+    original = method.loss_terms
+
+    def spy(model, batch, progress):
+        seen.append(batch)
+        return original(model, batch, progress)
+
+    method.loss_terms = spy
+    trainer = Trainer(_model(xs.shape[1]), method, steps=3, batch_size=16, progress_bar=False)
+    trainer.fit((xs, ys), _LabelTrap(xt), eval_sets={"target": (xt, yt)})
+    assert len(seen) == 3
+    for batch in seen:
+        assert isinstance(batch.target, UnlabeledBatch) and not hasattr(batch.target, "y")
+        assert batch.target_labeled is None
+    with pytest.raises(ValueError, match="target_labeled"):
+        Trainer(_model(xs.shape[1]), name, steps=1, progress_bar=False).fit(
+            (xs, ys), xt, target_labeled=(xt[:10], yt[:10]))
+    with pytest.raises(TypeError, match="target"):
+        Trainer(_model(xs.shape[1]), name, steps=1, progress_bar=False).fit((xs, ys), (xt, yt))
+
+
+def test_dann_reversal_coefficient_follows_the_schedule(surf_small):
+    xs, ys, xt, yt = surf_small
+    trainer = Trainer(_model(xs.shape[1]), "dann", steps=100, batch_size=16, log_every=1, progress_bar=False)
+    hist = trainer.fit((xs, ys), xt)
+    import math
+    for rec in hist.train:
+        p = (rec["step"] - 1) / 100
+        assert rec["grl_coefficient"] == pytest.approx(2 / (1 + math.exp(-10 * p)) - 1, abs=1e-6)
+    assert hist.train[0]["grl_coefficient"] == 0.0
+
+
+def test_get_method_errors():
+    with pytest.raises(ValueError, match="method must be"):
+        get_method("nope")
+    with pytest.raises(TypeError, match="dann"):
+        get_method("dann", not_a_hparam=1)
