@@ -1,0 +1,288 @@
+"""The comparison run: every chosen method on every task of a benchmark, same network and budget.
+
+``adaptlib compare office-caltech10-surf --seeds 3`` calls :func:`compare`, which trains each
+(method, task, seed) with the shared :class:`~adaptlib.Trainer`, and writes the task x
+method table of target accuracy (mean +- std over seeds, plus the mean over tasks) as
+Markdown, CSV and JSON together with the configuration and library versions.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .methods import METHODS, get_method
+from .models import AdaptModel, mlp
+from .trainer import Trainer
+
+__all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
+           "run_one", "few_shot_split", "library_versions"]
+
+DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "finetune", "dann", "dan", "deep-coral", "deepjdot", "sinkhorn")
+
+# One network and one budget per benchmark, shared by every method (the point of the comparison).
+BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
+    "office-caltech10-surf": dict(hidden=(256,), bottleneck=128, dropout=0.5, steps=600, batch_size=32, lr=0.01),
+    "mnist-usps-jda": dict(hidden=(256,), bottleneck=128, dropout=0.5, steps=1000, batch_size=64, lr=0.01),
+    "amazon-reviews": dict(hidden=(128,), bottleneck=64, dropout=0.5, steps=600, batch_size=64, lr=0.01),
+}
+
+
+@dataclass
+class CompareConfig:
+    """Everything that defines a comparison run; stored with its results.
+
+    Attributes:
+        benchmark: benchmark name (``adaptlib.datasets.BENCHMARKS``).
+        methods: method registry names; ``method_kwargs`` maps a name to its hyper-parameters.
+        tasks: task names (``None``: all tasks of the benchmark).
+        seeds: number of seeds (``0..seeds-1``) per (task, method).
+        steps, batch_size, lr: Trainer budget and optimizer (``None``: benchmark default).
+        hidden, bottleneck, dropout: the shared MLP backbone and bottleneck (``None``: default).
+        shots: labelled target samples per class for methods that use target labels.
+        root: data folder (``None``: ``$ADAPTLIB_DATA`` or the cache folder).
+        workers: parallel processes (each runs one training at a time with one thread).
+    """
+
+    benchmark: str = "office-caltech10-surf"
+    methods: Tuple[str, ...] = DEFAULT_METHODS
+    tasks: Optional[Tuple[str, ...]] = None
+    seeds: int = 3
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    hidden: Optional[Tuple[int, ...]] = None
+    bottleneck: Optional[int] = None
+    dropout: Optional[float] = None
+    shots: int = 3
+    root: Optional[str] = None
+    download: bool = False
+    workers: int = 0
+    method_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def resolved(self) -> "CompareConfig":
+        """A copy with every ``None`` replaced by the benchmark default, validated."""
+        from .datasets import get_benchmark
+
+        bench = get_benchmark(self.benchmark)
+        defaults = BENCHMARK_SETTINGS.get(self.benchmark, BENCHMARK_SETTINGS["office-caltech10-surf"])
+        out = CompareConfig(**asdict(self))
+        for key in ("steps", "batch_size", "lr", "hidden", "bottleneck", "dropout"):
+            if getattr(out, key) is None:
+                setattr(out, key, defaults[key])
+        out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
+        out.methods = tuple(out.methods)
+        unknown = [m for m in out.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; known are {sorted(METHODS)}")
+        if not out.methods:
+            raise ValueError("methods must name at least one method")
+        out.tasks = tuple(out.tasks) if out.tasks else tuple(bench.tasks)
+        bad = [t for t in out.tasks if t not in bench.tasks]
+        if bad:
+            raise ValueError(f"tasks: unknown {bad} for {self.benchmark}; known are {list(bench.tasks)}")
+        if not isinstance(out.seeds, int) or out.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer, got {out.seeds!r}")
+        if out.shots < 1:
+            raise ValueError(f"shots must be a positive integer, got {out.shots!r}")
+        if out.workers <= 0:
+            out.workers = max(1, min(os.cpu_count() or 1, 8))
+        return out
+
+
+def few_shot_split(labels: torch.Tensor, shots: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pick ``shots`` random indices per class of ``labels`` ``(N,)``; return ``(labelled, rest)`` index tensors.
+
+    Classes with fewer than ``shots + 1`` samples raise ``ValueError`` (nothing would be left to score).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        if idx.numel() <= shots:
+            raise ValueError(f"shots={shots} leaves no test sample for class {int(c)} ({idx.numel()} samples)")
+        chosen.append(idx[torch.randperm(idx.numel(), generator=gen)[:shots]])
+    labelled = torch.cat(chosen).sort().values
+    mask = torch.ones(labels.numel(), dtype=torch.bool)
+    mask[labelled] = False
+    return labelled, torch.nonzero(mask).flatten()
+
+
+def _task_seed(task: str, seed: int) -> int:
+    return (sum(ord(ch) * 131 ** i for i, ch in enumerate(task)) + 7919 * seed) % (2 ** 31)
+
+
+def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[str, Any]:
+    """Train ``method`` on ``task`` with ``seed`` under ``config`` (resolved); return its record."""
+    from .datasets import get_benchmark
+
+    torch.set_num_threads(1)
+    bench = get_benchmark(config.benchmark)
+    data = bench.load(task, root=config.root, download=config.download)
+    m = get_method(method, **config.method_kwargs.get(method, {}))
+    torch.manual_seed(seed)
+    model = AdaptModel(mlp(data.source.x.shape[1], config.hidden, dropout=config.dropout),  # type: ignore[arg-type]
+                       num_classes=bench.num_classes, bottleneck_dim=config.bottleneck, dropout=0.0)
+    trainer = Trainer(model, m, steps=config.steps, batch_size=config.batch_size, lr=config.lr,  # type: ignore[arg-type]
+                      seed=seed, device="cpu", progress_bar=False)
+    test_x, test_y = data.target_test.x, data.target_test.y
+    labelled = None
+    if m.uses_target_labels:
+        idx, rest = few_shot_split(data.target_train.y, config.shots, _task_seed(task, seed))
+        labelled = (data.target_train.x[idx], data.target_train.y[idx])
+        same = data.target_train.x.shape == test_x.shape and torch.equal(data.target_train.x, test_x)
+        if same:  # score on the target samples that were not used for training
+            test_x, test_y = test_x[rest], test_y[rest]
+    start = time.perf_counter()
+    trainer.fit(data.source, data.target_train.x if m.uses_target else None, target_labeled=labelled,
+                eval_sets={"target": (test_x, test_y)})
+    return {
+        "benchmark": config.benchmark, "task": task, "method": method, "seed": seed,
+        "accuracy": 100.0 * trainer.history.final_eval()["target/accuracy"],
+        "uses_target_labels": m.uses_target_labels, "n_test": int(test_y.numel()),
+        "train_seconds": time.perf_counter() - start, "hparams": m.hparams(),
+        "final_losses": trainer.history.train[-1] if trainer.history.train else {},
+    }
+
+
+def _run_star(args: Tuple[CompareConfig, str, str, int]) -> Dict[str, Any]:
+    return run_one(*args)
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of Python, the platform and every library the results depend on."""
+    import numpy
+    import ot
+    import scipy
+    import sklearn
+
+    from . import __version__
+
+    return {"adaptlib": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "POT": ot.__version__, "cpu_count": str(os.cpu_count())}
+
+
+@dataclass
+class ComparisonResult:
+    """Records of a comparison run and the tables built from them.
+
+    Attributes:
+        config: the resolved :class:`CompareConfig`.
+        records: one dict per (task, method, seed) run, as returned by :func:`run_one`.
+        seconds: wall-clock time of the whole run.
+    """
+
+    config: CompareConfig
+    records: List[Dict[str, Any]]
+    seconds: float
+
+    def cell(self, task: str, method: str) -> List[float]:
+        """Accuracies (%) over seeds for one (task, method), in seed order."""
+        return [r["accuracy"] for r in sorted(self.records, key=lambda r: r["seed"])
+                if r["task"] == task and r["method"] == method]
+
+    def task_mean(self, method: str) -> List[float]:
+        """Per seed, the accuracy averaged over all tasks (its mean and std make the 'Mean' row)."""
+        per_seed = []
+        for seed in range(self.config.seeds):
+            accs = [r["accuracy"] for r in self.records if r["method"] == method and r["seed"] == seed]
+            if accs:
+                per_seed.append(sum(accs) / len(accs))
+        return per_seed
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """Long-format summary: one row per (task, method) plus a ``Mean`` task per method."""
+        out = []
+        for method in self.config.methods:
+            for task in list(self.config.tasks or ()) + ["Mean"]:
+                accs = self.task_mean(method) if task == "Mean" else self.cell(task, method)
+                out.append({"task": task, "method": method, "mean": statistics.fmean(accs),
+                            "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0, "n_seeds": len(accs),
+                            "uses_target_labels": METHODS[method].uses_target_labels,
+                            "per_seed": accs})
+        return out
+
+    def markdown(self) -> str:
+        """The task x method table (mean +- std over seeds, %), target-label rows flagged."""
+        methods = list(self.config.methods)
+        head = [m + (" †" if METHODS[m].uses_target_labels else "") for m in methods]
+        summary = {(r["task"], r["method"]): r for r in self.rows()}
+        lines = ["| task | " + " | ".join(head) + " |", "|---" * (len(methods) + 1) + "|"]
+        for task in list(self.config.tasks or ()) + ["Mean"]:
+            cells = [f"{summary[task, m]['mean']:.1f} ± {summary[task, m]['std']:.1f}" for m in methods]
+            name = "**Mean**" if task == "Mean" else task
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
+                f"batch {self.config.batch_size}, the same MLP for every method.")
+        if any(METHODS[m].uses_target_labels for m in methods):
+            note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "
+                     "target samples; the other methods use no target label.")
+        return "\n".join(lines) + "\n" + note + "\n"
+
+    def save(self, folder: os.PathLike) -> Dict[str, Path]:
+        """Write ``table.md``, ``results.csv`` and ``results.json`` into ``folder``; return their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"markdown": folder / "table.md", "csv": folder / "results.csv", "json": folder / "results.json"}
+        paths["markdown"].write_text(self.markdown())
+        with open(paths["csv"], "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["benchmark", "task", "method", "mean", "std", "n_seeds", "uses_target_labels", "per_seed"])
+            for r in self.rows():
+                writer.writerow([self.config.benchmark, r["task"], r["method"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
+                                 r["n_seeds"], r["uses_target_labels"], " ".join(f"{a:.4f}" for a in r["per_seed"])])
+        paths["json"].write_text(json.dumps({
+            "config": asdict(self.config), "versions": library_versions(), "seconds": self.seconds,
+            "summary": self.rows(), "records": self.records}, indent=2, default=str))
+        return paths
+
+
+def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult:
+    """Run every (task, method, seed) of ``config`` and return the :class:`ComparisonResult`.
+
+    Runs are spread over ``config.workers`` processes (one thread each); results do not
+    depend on the number of workers. Data files are checked (and, with ``download``,
+    fetched) before any training starts, so a missing file fails at once.
+    """
+    from tqdm.auto import tqdm
+
+    from .datasets import get_benchmark
+
+    config = config.resolved()
+    bench = get_benchmark(config.benchmark)
+    for task in config.tasks or ():  # fail fast on missing data, before spawning workers
+        bench.load(task, root=config.root, download=config.download)
+    jobs = [(config, task, method, seed) for task in config.tasks or () for method in config.methods
+            for seed in range(config.seeds)]
+    # Longest jobs first keeps both cores busy until the end.
+    order = {m: i for i, m in enumerate(("sinkhorn", "deepjdot", "dann", "dan", "deep-coral", "finetune", "source-only"))}
+    jobs.sort(key=lambda j: order.get(j[2], -1))
+    start = time.perf_counter()
+    records: List[Dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), desc=f"compare {config.benchmark}", disable=not progress)
+    try:
+        if config.workers == 1:
+            for job in jobs:
+                records.append(_run_star(job))
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(config.workers) as pool:
+                for rec in pool.imap_unordered(_run_star, jobs):
+                    records.append(rec)
+                    bar.update(1)
+    finally:
+        bar.close()
+    records.sort(key=lambda r: (r["task"], r["method"], r["seed"]))
+    return ComparisonResult(config, records, time.perf_counter() - start)
