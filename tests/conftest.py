@@ -6,6 +6,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One intra-op thread: on a shared 2-core machine torch's default thread pool makes the many
+# small ops of these tests far slower, and results do not depend on it.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

@@ -1,0 +1,44 @@
+"""Domain-alignment losses.
+
+Functional losses (tensors in, scalar tensor or result dataclass out) and thin
+``nn.Module`` wrappers:
+
+* :func:`mmd`, :func:`jmmd`, :func:`gaussian_bandwidths`: multi-kernel MMD² (DAN) and joint
+  MMD² (JAN).
+* :func:`coral`: Deep CORAL.
+* :func:`sinkhorn` / :class:`SinkhornResult`, :func:`sinkhorn_divergence`: entropic OT and
+  its debiased divergence.
+* :func:`jdot` / :class:`JDOTResult`: DeepJDOT joint feature/label OT loss.
+* :func:`gradient_reversal`, :func:`domain_adversarial`, :func:`entropy`: DANN building
+  blocks and the entropy regulariser.
+
+All functions validate their inputs (errors name the offending argument), work in float32
+and float64 on the inputs' device, and floor every data-derived scale so that identical or
+constant inputs never produce NaN.
+"""
+from .adversarial import domain_adversarial, entropy, gradient_reversal
+from .coral import coral
+from .jdot import JDOTResult, jdot
+from .mmd import gaussian_bandwidths, jmmd, mmd
+from .modules import CORALLoss, GradientReversal, JMMDLoss, MMDLoss, SinkhornLoss
+from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_divergence
+
+__all__ = [
+    "mmd",
+    "jmmd",
+    "gaussian_bandwidths",
+    "coral",
+    "sinkhorn",
+    "SinkhornResult",
+    "sinkhorn_divergence",
+    "jdot",
+    "JDOTResult",
+    "gradient_reversal",
+    "domain_adversarial",
+    "entropy",
+    "MMDLoss",
+    "JMMDLoss",
+    "CORALLoss",
+    "SinkhornLoss",
+    "GradientReversal",
+]

@@ -1,0 +1,557 @@
+r"""Maximum mean discrepancy with multiple Gaussian kernels (DAN) and its joint version (JAN).
+
+Both losses are computed from one kernel matrix of the stacked batch ``Z = [source; target]``:
+squared distances come from a single Gram matrix ``Z Z^T`` (never from an ``(N+M)^2 x D``
+tensor of differences), the Gaussian kernels of all bandwidths are combined into one matrix,
+and one private estimator turns that matrix into the biased, unbiased or linear-time estimate.
+
+References:
+    * A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola. "A Kernel Two-Sample Test".
+      JMLR 13, 2012.
+    * M. Long, Y. Cao, J. Wang, M. Jordan. "Learning Transferable Features with Deep
+      Adaptation Networks" (DAN). ICML 2015.
+    * M. Long, H. Zhu, J. Wang, M. Jordan. "Deep Transfer Learning with Joint Adaptation
+      Networks" (JAN). ICML 2017.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_features, check_same_space, check_weights
+
+__all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
+
+DEFAULT_MULTIPLIERS: Tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+HEURISTICS = ("median", "mean")
+ESTIMATORS = ("biased", "unbiased", "linear")
+
+BandwidthSpec = Union[Sequence[float], Tensor]
+
+
+# --------------------------------------------------------------------------------------
+# Bandwidths
+# --------------------------------------------------------------------------------------
+def _check_multipliers(multipliers: object, name: str = "multipliers") -> Tuple[float, ...]:
+    """Return ``multipliers`` as a non-empty tuple of finite positive floats."""
+    if isinstance(multipliers, Tensor):
+        multipliers = multipliers.detach().reshape(-1).tolist()
+    if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, Sequence):
+        raise TypeError(f"{name} must be a sequence of positive numbers, got {multipliers!r}")
+    if len(multipliers) == 0:
+        raise ValueError(f"{name} must contain at least one multiplier")
+    out = []
+    for m in multipliers:
+        try:
+            v = float(m)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold positive numbers, got {m!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must hold finite positive numbers, got {m!r}")
+        out.append(v)
+    return tuple(out)
+
+
+def _bandwidth_floor(max_sq_dist: Tensor, dtype: torch.dtype) -> Tensor:
+    """Smallest admissible bandwidth, in feature-distance units.
+
+    ``sqrt(eps) * max_distance`` is the resolution of distances obtained by the Gram-matrix
+    expansion (its squared distances carry an absolute error of about ``eps * max_dist^2``);
+    ``tiny ** 0.25`` keeps ``1 / (2 sigma^2)`` finite when every distance is exactly zero.
+    """
+    info = torch.finfo(dtype)
+    rel = math.sqrt(info.eps) * max_sq_dist.clamp_min(0).sqrt()
+    return rel.clamp_min(info.tiny ** 0.25)
+
+
+def gaussian_bandwidths(
+    sq_dists: Tensor,
+    heuristic: str = "median",
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+) -> Tensor:
+    r"""Gaussian kernel bandwidths from a data-driven distance scale.
+
+    Computes a scale :math:`h` from pairwise distances and returns
+
+    .. math::
+        \sigma_k = \max(m_k \, h,\ \sigma_{\min}), \qquad k = 1..K,
+
+    where :math:`h` is the median (``heuristic="median"``) or the mean (``"mean"``) of the
+    Euclidean distances :math:`\sqrt{d^2}`, and the floor
+    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\,\max d,\ \mathrm{tiny}^{1/4})`
+    (machine epsilon and smallest normal number of the dtype) is the resolution of the
+    Gram-matrix distance computation. The floor makes identical or constant inputs give a
+    finite bandwidth (and hence an MMD of exactly 0 with finite gradients) instead of
+    ``0/0 = NaN``. The median is the lower median (an observed distance).
+
+    The result is computed under ``torch.no_grad`` semantics: it is detached, so no gradient
+    flows through the bandwidth (as in DAN/JAN).
+
+    Args:
+        sq_dists: squared Euclidean distances, in squared feature units. Either a square
+            matrix ``(P, P)`` of all pairwise squared distances of a batch (only the
+            off-diagonal pairs ``i < j`` are used), or a 1-d tensor ``(Q,)`` of squared
+            distances that are all used (as the linear-time MMD does). Floating point; the
+            result has its dtype and device.
+        heuristic: ``"median"`` or ``"mean"``.
+        multipliers: ``K`` positive factors :math:`m_k` applied to :math:`h`.
+
+    Returns:
+        Tensor of shape ``(K,)``: bandwidths :math:`\sigma_k` in feature-distance units.
+
+    Raises:
+        TypeError: ``sq_dists`` is not a floating-point tensor, or ``multipliers`` is not a
+            sequence of numbers.
+        ValueError: ``sq_dists`` has the wrong shape, has no pair to use (a ``1 x 1``
+            matrix or an empty vector) or non-finite entries; unknown ``heuristic``;
+            ``multipliers`` empty or not positive.
+
+    Example::
+
+        >>> z = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+        >>> gaussian_bandwidths(torch.cdist(z, z) ** 2, "median", (0.5, 1.0, 2.0))
+        tensor([ 2.5000,  5.0000, 10.0000])
+    """
+    check_choice(heuristic, "heuristic", HEURISTICS)
+    mults = _check_multipliers(multipliers)
+    if not isinstance(sq_dists, Tensor) or not sq_dists.is_floating_point():
+        raise TypeError("sq_dists must be a floating-point tensor of squared distances")
+    d2 = sq_dists.detach()
+    if d2.dim() == 2:
+        p = d2.shape[0]
+        if d2.shape[1] != p:
+            raise ValueError(f"sq_dists must be square (P, P) or 1-d, got shape {tuple(d2.shape)}")
+        upper = torch.ones(p, p, dtype=torch.bool, device=d2.device).triu_(diagonal=1)
+        vals = d2[upper]  # pairs i < j (a bool mask costs P^2 bytes, less than index pairs)
+    elif d2.dim() == 1:
+        vals = d2
+    else:
+        raise ValueError(f"sq_dists must be square (P, P) or 1-d, got shape {tuple(d2.shape)}")
+    if vals.numel() == 0:
+        raise ValueError("sq_dists holds no pair of distinct points to estimate a bandwidth from")
+    if not bool(torch.isfinite(vals).all()):
+        raise ValueError("sq_dists contains NaN or inf")
+    vals = vals.clamp_min(0)
+    if heuristic == "median":
+        h = vals.median().sqrt()
+    else:
+        h = vals.sqrt().mean()
+    floor = _bandwidth_floor(vals.max(), vals.dtype)
+    m = torch.tensor(mults, dtype=vals.dtype, device=vals.device)
+    return torch.maximum(m * h, floor)
+
+
+def _explicit_bandwidths(bandwidths: BandwidthSpec, like: Tensor, name: str) -> Tensor:
+    """Validate user-given bandwidths and return them as a ``(K,)`` tensor like ``like``."""
+    if isinstance(bandwidths, Tensor):
+        sig = bandwidths.to(dtype=like.dtype, device=like.device)
+    else:
+        if isinstance(bandwidths, (str, bytes)) or not isinstance(bandwidths, Sequence):
+            raise TypeError(f"{name} must be a sequence or 1-d tensor of positive numbers")
+        try:
+            sig = torch.tensor([float(s) for s in bandwidths], dtype=like.dtype, device=like.device)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold positive numbers, got {bandwidths!r}") from None
+    if sig.dim() != 1 or sig.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence, got shape {tuple(sig.shape)}")
+    s = sig.detach()
+    if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        raise ValueError(f"{name} must hold finite positive values, got {s.tolist()}")
+    if not bool(torch.isfinite(1.0 / (2.0 * s * s)).all()):
+        raise ValueError(f"{name} are too small for dtype {like.dtype}: 1/(2 sigma^2) overflows")
+    return sig
+
+
+# --------------------------------------------------------------------------------------
+# Kernel matrices and the shared estimator
+# --------------------------------------------------------------------------------------
+def _stacked_sq_dists(z: Tensor) -> Tensor:
+    """Pairwise squared distances ``(P, P)`` of the rows of ``z`` from one Gram matrix.
+
+    The rows are first shifted by the (detached) first row; distances are translation
+    invariant, so values and gradients are unchanged, but the Gram expansion loses far less
+    precision for data with a large common offset, and identical rows give exactly 0.
+    """
+    z = z - z[:1].detach()
+    gram = z @ z.T
+    sq_norms = gram.diagonal()
+    return (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * gram).clamp_min(0)
+
+
+def _combined_gaussian(sq: Tensor, sigmas: Tensor, betas: Tensor) -> Tensor:
+    r"""``sum_k betas[k] * exp(-sq / (2 sigmas[k]^2))``, same shape as ``sq``."""
+    gammas = 1.0 / (2.0 * sigmas * sigmas)
+    out = None
+    for k in range(sigmas.shape[0]):
+        term = betas[k] * torch.exp(-sq * gammas[k])
+        out = term if out is None else out + term
+    return out
+
+
+def _mmd_estimate(
+    kernel: Tensor,
+    estimator: str,
+    n: int = 0,
+    a: Optional[Tensor] = None,
+    b: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Turn a combined kernel into an MMD^2 estimate (shared by :func:`mmd` and :func:`jmmd`).
+
+    * ``"biased"`` / ``"unbiased"``: ``kernel`` is the ``(N+M, N+M)`` matrix of the stacked
+      batch, ``n`` the number of source rows, ``a`` ``(N,)`` and ``b`` ``(M,)`` probability
+      weights.
+    * ``"linear"``: ``kernel`` is ``(4, P)`` with rows ``k(x_{2i-1}, x_{2i})``,
+      ``k(y_{2i-1}, y_{2i})``, ``k(x_{2i-1}, y_{2i})``, ``k(x_{2i}, y_{2i-1})``.
+    """
+    if estimator == "linear":
+        return (kernel[0] + kernel[1] - kernel[2] - kernel[3]).mean()
+    kxx = kernel[:n, :n]
+    kyy = kernel[n:, n:]
+    kxy = kernel[:n, n:]
+    xx = a @ kxx @ a
+    yy = b @ kyy @ b
+    xy = a @ kxy @ b
+    if estimator == "biased":
+        return xx + yy - 2.0 * xy
+    # unbiased: drop the diagonal terms and renormalise the remaining off-diagonal mass
+    a2 = a * a
+    b2 = b * b
+    xx = (xx - (a2 * kxx.diagonal()).sum()) / (1.0 - a2.sum())
+    yy = (yy - (b2 * kyy.diagonal()).sum()) / (1.0 - b2.sum())
+    return xx + yy - 2.0 * xy
+
+
+def _check_unbiased_mass(w: Tensor, name: str) -> None:
+    """The unbiased estimator needs off-diagonal mass: at least two points with weight > 0."""
+    if int((w > 0).sum()) < 2:
+        raise ValueError(
+            f"estimator='unbiased' needs at least two points with positive weight in {name}"
+        )
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _linear_indices(
+    n: int, m: int, device: torch.device, generator: Optional[torch.Generator]
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Random equal-size subsets for the linear estimator when ``n != m`` (else no change)."""
+    if n == m:
+        return None, None
+    size = min(n, m)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    ix = torch.randperm(n, generator=generator, device=gdev)[:size].to(device)
+    iy = torch.randperm(m, generator=generator, device=gdev)[:size].to(device)
+    return ix, iy
+
+
+def _linear_pair_sq_dists(x: Tensor, y: Tensor) -> Tensor:
+    """Squared distances ``(4, P)`` of the disjoint pairs used by the linear estimator."""
+    p = x.shape[0] // 2
+    x1, x2 = x[0 : 2 * p : 2], x[1 : 2 * p : 2]
+    y1, y2 = y[0 : 2 * p : 2], y[1 : 2 * p : 2]
+    pairs = torch.stack([x1 - x2, y1 - y2, x1 - y2, x2 - y1])  # (4, P, D): O(N D) memory
+    return (pairs * pairs).sum(-1)
+
+
+def _check_rows(n: int, m: int, estimator: str, src: str, tgt: str) -> None:
+    if estimator in ("unbiased", "linear"):
+        if n < 2:
+            raise ValueError(f"estimator={estimator!r} needs at least 2 rows in {src}, got {n}")
+        if m < 2:
+            raise ValueError(f"estimator={estimator!r} needs at least 2 rows in {tgt}, got {m}")
+
+
+def _layer_sigmas(
+    sq: Tensor, bandwidths: Optional[BandwidthSpec], heuristic: str, multipliers, name: str
+) -> Tensor:
+    if bandwidths is not None:
+        return _explicit_bandwidths(bandwidths, sq, name)
+    return gaussian_bandwidths(sq, heuristic, multipliers)
+
+
+# --------------------------------------------------------------------------------------
+# Public losses
+# --------------------------------------------------------------------------------------
+def mmd(
+    source: Tensor,
+    target: Tensor,
+    *,
+    bandwidths: Optional[BandwidthSpec] = None,
+    heuristic: str = "median",
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    estimator: str = "biased",
+    source_weights: Optional[Tensor] = None,
+    target_weights: Optional[Tensor] = None,
+    kernel_weights: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    r"""Squared multi-kernel maximum mean discrepancy (MK-MMD²) between two batches.
+
+    Used as the alignment loss of DAN (Long et al., "Learning Transferable Features with Deep
+    Adaptation Networks", ICML 2015); estimators from Gretton et al., "A Kernel Two-Sample
+    Test", JMLR 2012.
+
+    **Definition.** For distributions :math:`P, Q` and a characteristic kernel :math:`k` with
+    feature map :math:`\phi`,
+
+    .. math::
+        \mathrm{MMD}^2_k(P, Q) = \| \mathbb{E}_P[\phi(x)] - \mathbb{E}_Q[\phi(y)] \|^2_{\mathcal H_k}
+        = \mathbb{E}\,k(x, x') + \mathbb{E}\,k(y, y') - 2\,\mathbb{E}\,k(x, y).
+
+    The kernel is a convex combination of Gaussian kernels
+
+    .. math::
+        k(x, y) = \sum_{u=1}^{K} \beta_u \exp\!\Big(-\frac{\|x - y\|^2}{2\sigma_u^2}\Big),
+        \qquad \beta_u \ge 0,\ \sum_u \beta_u = 1.
+
+    **Estimators** (with :math:`a \in \Delta_N`, :math:`b \in \Delta_M` the normalised sample
+    weights, uniform by default, and :math:`K_{xx}, K_{yy}, K_{xy}` the kernel blocks):
+
+    * ``"biased"`` (V-statistic):
+      :math:`a^\top K_{xx} a + b^\top K_{yy} b - 2 a^\top K_{xy} b`. Non-negative up to
+      rounding, exactly 0 for a sample compared with itself.
+    * ``"unbiased"`` (U-statistic): the diagonals of :math:`K_{xx}` and :math:`K_{yy}` are
+      excluded and the remaining mass renormalised,
+
+      .. math::
+          \frac{\sum_{i \ne j} a_i a_j k(x_i, x_j)}{1 - \sum_i a_i^2}
+          + \frac{\sum_{i \ne j} b_i b_j k(y_i, y_j)}{1 - \sum_j b_j^2}
+          - 2 \sum_{i, j} a_i b_j k(x_i, y_j),
+
+      which with uniform weights is exactly :math:`\frac{1}{N(N-1)}\sum_{i\ne j} k(x_i,x_j)`
+      (and likewise for the target). Can be negative. Needs ``N >= 2``, ``M >= 2`` and at
+      least two points of positive weight on each side.
+    * ``"linear"`` (Gretton et al. 2012, Lemma 14): with :math:`L` rows per side and
+      :math:`P = \lfloor L/2 \rfloor` disjoint pairs,
+      :math:`\frac1P \sum_{i=1}^{P} k(x_{2i-1}, x_{2i}) + k(y_{2i-1}, y_{2i})
+      - k(x_{2i-1}, y_{2i}) - k(x_{2i}, y_{2i-1})`, costing :math:`O(L D)`. Rows are paired in
+      the given order (an odd last row is unused). If ``N != M`` both sides are randomly
+      permuted with ``generator`` and truncated to :math:`L = \min(N, M)` rows. Sample
+      weights are not supported.
+
+    **Bandwidths.** Either ``bandwidths`` (the :math:`\sigma_u`, in feature-distance units)
+    or :math:`\sigma_u = \mathrm{multipliers}[u] \cdot h` with :math:`h` the median/mean
+    pairwise distance of the stacked batch ``[source; target]`` (off-diagonal pairs; for
+    ``"linear"`` only the :math:`4P` distances the estimator computes), detached and floored
+    as in :func:`gaussian_bandwidths`, so identical or constant inputs give 0 with finite
+    gradients.
+
+    **Computation.** One Gram matrix of the stacked batch gives all squared distances
+    :math:`D^2_{ij} = G_{ii} + G_{jj} - 2G_{ij}` (clamped at 0; the batch is first shifted by
+    its first row, which changes nothing mathematically but preserves precision); the
+    combined kernel matrix is built once. Memory is :math:`O((N+M)^2 K)` for autograd.
+
+    Args:
+        source: ``(N, D)`` floating-point source features.
+        target: ``(M, D)`` target features, same ``D``, dtype (float32 or float64) and device
+            as ``source``. ``N`` and ``M`` may differ (except that ``"linear"`` subsamples).
+        bandwidths: optional explicit bandwidths, a sequence or 1-d tensor of ``K`` positive
+            values. When given, ``heuristic`` and ``multipliers`` are ignored.
+        heuristic: ``"median"`` or ``"mean"``: distance statistic for data-driven bandwidths.
+        multipliers: ``K`` positive factors applied to the heuristic scale.
+        estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
+        source_weights: optional ``(N,)`` non-negative per-sample weights (e.g. importance
+            weights), normalised to sum to 1.
+        target_weights: optional ``(M,)`` non-negative per-sample weights, normalised.
+        kernel_weights: optional ``(K,)`` non-negative kernel weights :math:`\beta`,
+            normalised to sum to 1; default uniform ``1/K``.
+        generator: optional ``torch.Generator`` used only by ``"linear"`` when ``N != M``
+            (its device decides where the permutation is drawn).
+
+    Returns:
+        Scalar tensor (dtype and device of ``source``): the MMD² estimate, differentiable
+        w.r.t. ``source``, ``target`` and the weights (not through data-driven bandwidths).
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs, dtype mismatch, bad ``generator``.
+        ValueError: wrong shapes, feature-dimension or device mismatch, NaN/inf inputs,
+            unknown ``heuristic``/``estimator``, invalid ``bandwidths``, ``multipliers``,
+            or weights, fewer than 2 rows for ``"unbiased"``/``"linear"``, or sample
+            weights with ``"linear"``.
+
+    Example::
+
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> xs, xt = torch.randn(32, 16), torch.randn(48, 16) + 1.0
+        >>> loss = mmd(xs, xt)            # multi-kernel, median heuristic, biased
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
+        >>> float(mmd(xs, xs))
+        0.0
+    """
+    check_features(source, "source")
+    check_features(target, "target")
+    check_same_space(source, target, "source", "target")
+    check_choice(estimator, "estimator", ESTIMATORS)
+    check_choice(heuristic, "heuristic", HEURISTICS)
+    mults = _check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
+    _check_generator(generator)
+    n, m = source.shape[0], target.shape[0]
+    _check_rows(n, m, estimator, "source", "target")
+    if bandwidths is not None:
+        sig_given = _explicit_bandwidths(bandwidths, source, "bandwidths")
+        num_kernels = sig_given.shape[0]
+    else:
+        sig_given = None
+        num_kernels = len(mults)
+    betas = check_weights(kernel_weights, num_kernels, source, "kernel_weights")
+
+    if estimator == "linear":
+        if source_weights is not None or target_weights is not None:
+            raise ValueError(
+                "source_weights/target_weights are not supported with estimator='linear'; "
+                "use 'biased' or 'unbiased'"
+            )
+        ix, iy = _linear_indices(n, m, source.device, generator)
+        x = source if ix is None else source[ix]
+        y = target if iy is None else target[iy]
+        sq = _linear_pair_sq_dists(x, y)
+        sig = sig_given if sig_given is not None else gaussian_bandwidths(sq.reshape(-1), heuristic, mults)
+        return _mmd_estimate(_combined_gaussian(sq, sig, betas), "linear")
+
+    a = check_weights(source_weights, n, source, "source_weights")
+    b = check_weights(target_weights, m, source, "target_weights")
+    if estimator == "unbiased":
+        _check_unbiased_mass(a, "source_weights")
+        _check_unbiased_mass(b, "target_weights")
+    sq = _stacked_sq_dists(torch.cat([source, target], dim=0))
+    sig = sig_given if sig_given is not None else gaussian_bandwidths(sq, heuristic, mults)
+    return _mmd_estimate(_combined_gaussian(sq, sig, betas), estimator, n, a, b)
+
+
+def _check_layers(tensors: object, name: str) -> List[Tensor]:
+    if isinstance(tensors, Tensor) or not isinstance(tensors, Sequence):
+        raise TypeError(f"{name} must be a sequence (list/tuple) of (rows, D_l) tensors, one per layer")
+    if len(tensors) == 0:
+        raise ValueError(f"{name} must contain at least one layer")
+    out = []
+    for l, t in enumerate(tensors):
+        check_features(t, f"{name}[{l}]")
+        if t.shape[0] != tensors[0].shape[0]:
+            raise ValueError(
+                f"all layers of {name} must have the same number of rows, "
+                f"got {tensors[0].shape[0]} in {name}[0] and {t.shape[0]} in {name}[{l}]"
+            )
+        if t.dtype != tensors[0].dtype or t.device != tensors[0].device:
+            raise ValueError(
+                f"all layers of {name} must share dtype and device, {name}[{l}] is "
+                f"{t.dtype} on {t.device} but {name}[0] is {tensors[0].dtype} on {tensors[0].device}"
+            )
+        out.append(t)
+    return out
+
+
+def jmmd(
+    sources: Sequence[Tensor],
+    targets: Sequence[Tensor],
+    *,
+    bandwidths: Optional[Sequence[Optional[BandwidthSpec]]] = None,
+    multipliers: Optional[Sequence[Sequence[float]]] = None,
+    heuristic: str = "median",
+    estimator: str = "biased",
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    r"""Joint maximum mean discrepancy (JMMD²) over several layers, as in JAN.
+
+    From Long et al., "Deep Transfer Learning with Joint Adaptation Networks", ICML 2017.
+    The joint distribution of the activations of layers :math:`l = 1..L` is compared with
+    the tensor-product kernel
+
+    .. math::
+        k\big((x^1..x^L), (y^1..y^L)\big) = \prod_{l=1}^{L} k_l(x^l, y^l),
+        \qquad k_l = \frac{1}{K_l}\sum_{u=1}^{K_l} \exp\!\Big(-\frac{\|x^l - y^l\|^2}{2\sigma_{l,u}^2}\Big),
+
+    i.e. the kernel matrix is the elementwise product of the per-layer multi-kernel matrices
+    and the estimate is then computed exactly as in :func:`mmd` (same private estimator:
+    ``"biased"``, ``"unbiased"`` or ``"linear"``; uniform sample weights).
+
+    Default multipliers follow JAN: ``(0.25, 0.5, 1, 2, 4)`` for every layer except the last
+    (the softmax/prediction layer), which gets ``(1.0,)``; with a single layer that layer is
+    the last one. Bandwidths are per layer: :math:`\sigma_{l,u} = m_{l,u} h_l` with
+    :math:`h_l` the median/mean pairwise distance of layer :math:`l` (detached, floored as in
+    :func:`gaussian_bandwidths`), unless given explicitly.
+
+    Args:
+        sources: ``L`` tensors, ``sources[l]`` of shape ``(N, D_l)`` (same ``N`` for all).
+        targets: ``L`` tensors, ``targets[l]`` of shape ``(M, D_l)``; each layer must match
+            its source layer in ``D_l``, dtype and device.
+        bandwidths: optional list of ``L`` entries, each ``None`` (use the heuristic) or a
+            sequence/1-d tensor of positive bandwidths for that layer.
+        multipliers: optional list of ``L`` sequences of positive multipliers.
+        heuristic: ``"median"`` or ``"mean"``.
+        estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
+        generator: optional ``torch.Generator`` for the ``"linear"`` subsampling when
+            ``N != M``; the same rows are used in every layer.
+
+    Returns:
+        Scalar tensor: the JMMD² estimate, differentiable w.r.t. every layer's features.
+
+    Raises:
+        TypeError: ``sources``/``targets`` are not sequences of floating tensors.
+        ValueError: empty or different numbers of layers, rows differing between layers,
+            shape/dtype/device mismatches, ``bandwidths``/``multipliers`` of the wrong
+            length or invalid, unknown options, too few rows for the estimator.
+
+    Example::
+
+        >>> feats_s, feats_t = torch.randn(32, 64), torch.randn(32, 64)
+        >>> probs_s, probs_t = torch.randn(32, 10).softmax(1), torch.randn(32, 10).softmax(1)
+        >>> jmmd([feats_s, probs_s], [feats_t, probs_t]).shape
+        torch.Size([])
+    """
+    srcs = _check_layers(sources, "sources")
+    tgts = _check_layers(targets, "targets")
+    num_layers = len(srcs)
+    if len(tgts) != num_layers:
+        raise ValueError(f"sources and targets must have the same number of layers, got {num_layers} and {len(tgts)}")
+    for l in range(num_layers):
+        check_same_space(srcs[l], tgts[l], f"sources[{l}]", f"targets[{l}]")
+    check_choice(estimator, "estimator", ESTIMATORS)
+    check_choice(heuristic, "heuristic", HEURISTICS)
+    _check_generator(generator)
+    if multipliers is None:
+        mults = [DEFAULT_MULTIPLIERS] * (num_layers - 1) + [(1.0,)]
+    else:
+        if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, Sequence) or len(multipliers) != num_layers:
+            raise ValueError(f"multipliers must be a list with one sequence per layer ({num_layers})")
+        mults = [_check_multipliers(mu, f"multipliers[{l}]") for l, mu in enumerate(multipliers)]
+    if bandwidths is None:
+        bws: List[Optional[BandwidthSpec]] = [None] * num_layers
+    else:
+        if isinstance(bandwidths, (str, bytes, Tensor)) or not isinstance(bandwidths, Sequence) or len(bandwidths) != num_layers:
+            raise ValueError(f"bandwidths must be a list with one entry (or None) per layer ({num_layers})")
+        bws = list(bandwidths)
+    n, m = srcs[0].shape[0], tgts[0].shape[0]
+    _check_rows(n, m, estimator, "sources", "targets")
+
+    kernel = None
+    if estimator == "linear":
+        ix, iy = _linear_indices(n, m, srcs[0].device, generator)
+    for l in range(num_layers):
+        if estimator == "linear":
+            x = srcs[l] if ix is None else srcs[l][ix]
+            y = tgts[l] if iy is None else tgts[l][iy]
+            sq = _linear_pair_sq_dists(x, y)
+            flat = sq.reshape(-1)
+        else:
+            sq = _stacked_sq_dists(torch.cat([srcs[l], tgts[l]], dim=0))
+            flat = sq
+        if bws[l] is not None:
+            sig = _explicit_bandwidths(bws[l], sq, f"bandwidths[{l}]")
+        else:
+            sig = gaussian_bandwidths(flat, heuristic, mults[l])
+        betas = torch.full((sig.shape[0],), 1.0 / sig.shape[0], dtype=sq.dtype, device=sq.device)
+        k_l = _combined_gaussian(sq, sig, betas)
+        kernel = k_l if kernel is None else kernel * k_l
+    if estimator == "linear":
+        return _mmd_estimate(kernel, "linear")
+    a = torch.full((n,), 1.0 / n, dtype=kernel.dtype, device=kernel.device)
+    b = torch.full((m,), 1.0 / m, dtype=kernel.dtype, device=kernel.device)
+    return _mmd_estimate(kernel, estimator, n, a, b)

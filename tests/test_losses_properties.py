@@ -1,0 +1,72 @@
+"""Property-based checks of the alignment losses (hypothesis; skipped if it is not installed)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import ot  # noqa: E402
+from scipy.spatial.distance import cdist  # noqa: E402
+
+from adaptlib.losses import coral, mmd, sinkhorn  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
+    the (2-core) machine is shared with other processes."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(n=st.integers(1, 12), m=st.integers(1, 12), d=st.integers(1, 5), seed=st.integers(0, 2**31 - 1),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_mmd_biased_symmetric_nonnegative_scale_invariant(n, m, d, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * scale
+    y = torch.randn(m, d, generator=g, dtype=torch.float64) * scale
+    v_xy, v_yx = float(mmd(x, y)), float(mmd(y, x))
+    assert math.isfinite(v_xy)
+    assert v_xy >= -1e-12
+    assert v_xy == pytest.approx(v_yx, rel=1e-9, abs=1e-12)
+    # the median heuristic makes the value invariant to a common rescaling
+    assert float(mmd(x * 7.0, y * 7.0)) == pytest.approx(v_xy, rel=1e-7, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(n=st.integers(2, 10), m=st.integers(2, 10), d=st.integers(1, 30), seed=st.integers(0, 2**31 - 1))
+def test_coral_symmetric_nonnegative_shift_invariant(n, m, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(m, d, generator=g, dtype=torch.float64) * 2
+    v = float(coral(x, y))
+    assert v >= 0 and v == pytest.approx(float(coral(y, x)), rel=1e-9, abs=1e-15)
+    assert float(coral(x - 3.0, y + 5.0)) == pytest.approx(v, rel=1e-8, abs=1e-12)
+    cs, ct = np.cov(x.numpy(), rowvar=False).reshape(d, d), np.cov(y.numpy(), rowvar=False).reshape(d, d)
+    assert v == pytest.approx(np.sum((cs - ct) ** 2) / (4 * d * d), rel=1e-8, abs=1e-15)
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(n=st.integers(1, 8), m=st.integers(1, 8), seed=st.integers(0, 2**31 - 1), eps=st.sampled_from([0.3, 1.0, 5.0]))
+def test_sinkhorn_plan_marginals_and_bounds(n, m, seed, eps):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(m, 2, generator=g, dtype=torch.float64)
+    a = torch.rand(n, generator=g, dtype=torch.float64) + 0.1
+    b = torch.rand(m, generator=g, dtype=torch.float64) + 0.1
+    res = sinkhorn(x, y, a, b, epsilon=eps, tol=1e-10, max_iter=20000)
+    assert res.converged
+    torch.testing.assert_close(res.plan.sum(1), a / a.sum(), atol=1e-9, rtol=0)
+    torch.testing.assert_close(res.plan.sum(0), b / b.sum(), atol=1e-9, rtol=0)
+    # OT_eps >= <P, C> >= exact OT (KL >= 0 and P is feasible)
+    c = cdist(x.numpy(), y.numpy(), "sqeuclidean")
+    exact = ot.emd2((a / a.sum()).numpy(), (b / b.sum()).numpy(), c)
+    assert float(res.value) >= float(res.transport_cost) - 1e-9
+    assert float(res.transport_cost) >= exact - 1e-9
