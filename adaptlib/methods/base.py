@@ -26,6 +26,7 @@ __all__ = [
     "StepOutput",
     "Method",
     "dann_warmup",
+    "mean_cross_distance",
 ]
 
 
@@ -91,6 +92,19 @@ def dann_warmup(fraction: float, gamma: float = 10.0) -> float:
     Rises from 0 at the start of training to about 1 at the end (Ganin et al., JMLR 2016, Sec. 5.2.2).
     """
     return 2.0 / (1.0 + math.exp(-gamma * fraction)) - 1.0
+
+
+def mean_cross_distance(source: Tensor, target: Tensor, floor: float = 1e-8) -> Tensor:
+    """``mean_ij ||source_i - target_j||^2`` of ``(N, D)`` and ``(M, D)`` features, at least ``floor``.
+
+    Computed in O((N + M) D) by the identity ``mean|x|^2 + mean|y|^2 - 2 mean(x).mean(y)``, and
+    differentiable. Methods divide squared-distance costs by it to make them invariant to the
+    feature scale: the gradient then has no component that shrinks all features together (with
+    a detached scale it does, and features collapse to 0 step by step).
+    """
+    value = (source.pow(2).sum(1).mean() + target.pow(2).sum(1).mean()
+             - 2 * (source.mean(0) * target.mean(0)).sum())
+    return value.clamp_min(floor)
 
 
 class Method(nn.Module, abc.ABC):

@@ -6,36 +6,48 @@ from typing import Any, Dict
 from .._checks import check_choice
 from ..losses import jdot
 from ..models import AdaptModel
-from .base import Batch, Method, Progress, StepOutput
+from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
 
 
 class DeepJDOT(Method):
     """DeepJDOT (Damodaran et al., ECCV 2018).
 
-    Per step: the cost ``C_ij = alpha ||f_s_i - f_t_j||^2 + label_weight CE(y_s_i, h(f_t_j))``,
+    Per step: the cost ``C_ij = alpha ||f_s_i - f_t_j||^2 / s^2 + label_weight CE(y_s_i, h(f_t_j))``,
     the plan ``P`` = exact OT between uniform weights on the detached cost (or entropic OT),
     and the loss ``CE(h(f_s), y_s) + sum_ij P_ij C_ij`` (gradients with ``P`` held fixed, the
     paper's alternating scheme).
+
+    ``s^2`` is the batch's mean squared (differentiable) source-target distance (with
+    ``normalize=True``, the default; ``s = 1`` otherwise, the paper's form). It makes ``alpha``
+    independent of the feature scale and removes the incentive to shrink every feature
+    toward 0, which otherwise lowers the feature cost by collapsing the classifier's input.
 
     Args:
         alpha: weight of the feature distance (the paper's alpha).
         label_weight: weight of the label cost (the paper's lambda_t).
         solver: ``"emd"`` (exact, POT) or ``"sinkhorn"``.
         epsilon: entropic regularisation for ``solver="sinkhorn"``, in cost units.
+        normalize: divide the feature distances by the batch's mean squared distance.
     """
 
     name = "deepjdot"
 
-    def __init__(self, alpha: float = 0.01, label_weight: float = 0.5, solver: str = "emd", epsilon: float = 0.05) -> None:
+    def __init__(self, alpha: float = 0.01, label_weight: float = 0.5, solver: str = "emd", epsilon: float = 0.05,
+                 normalize: bool = True) -> None:
         super().__init__()
         self.alpha = float(alpha)
         self.label_weight = float(label_weight)
         self.solver = check_choice(solver, "solver", ("emd", "sinkhorn"))
         self.epsilon = float(epsilon)
+        self.normalize = bool(normalize)
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        res = jdot(src.features, tgt.features, batch.source.y, tgt.logits, alpha=self.alpha,
+        fs, ft = src.features, tgt.features
+        if self.normalize:
+            scale = mean_cross_distance(fs, ft).sqrt()
+            fs, ft = fs / scale, ft / scale
+        res = jdot(fs, ft, batch.source.y, tgt.logits, alpha=self.alpha,
                    label_weight=self.label_weight, solver=self.solver, epsilon=self.epsilon)
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y),
@@ -43,4 +55,5 @@ class DeepJDOT(Method):
         )
 
     def hparams(self) -> Dict[str, Any]:
-        return {"alpha": self.alpha, "label_weight": self.label_weight, "solver": self.solver, "epsilon": self.epsilon}
+        return {"alpha": self.alpha, "label_weight": self.label_weight, "solver": self.solver, "epsilon": self.epsilon,
+                "normalize": self.normalize}

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-import torch
-
-from .._checks import check_choice
 from ..losses import sinkhorn, sinkhorn_divergence
 from ..models import AdaptModel
-from .base import Batch, Method, Progress, StepOutput
+from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
 
 
 class SinkhornAlign(Method):
     """Align features by the (debiased) Sinkhorn divergence (Genevay et al., AISTATS 2018;
     Feydy et al., AISTATS 2019), as in OT-based deep DA (e.g. Courty et al.'s feature-level OT).
 
-    Loss: ``CE(h(f_s), y_s) + trade_off * S_eps(f_s, f_t)`` with squared-Euclidean cost.
-    ``epsilon`` is relative: the absolute blur is ``epsilon * mean_ij ||f_s_i - f_t_j||^2``
-    of the batch (detached, floored), so one value works as the feature scale changes in
-    training.
+    Loss: ``CE(h(f_s), y_s) + trade_off * S_eps(f_s / s, f_t / s)`` with squared-Euclidean
+    cost, where ``s^2 = mean_ij ||f_s_i - f_t_j||^2`` over the batch (differentiable, floored).
+    Dividing by the scale makes the term invariant to the scale of the features: without it
+    (or with a detached ``s``) the cheapest way to lower an OT cost is to shrink every
+    feature toward 0, which collapses the classifier's input (we saw chance-level accuracy
+    on SURF). ``epsilon``
+    is therefore relative to the batch's mean squared distance.
 
     Args:
         trade_off: weight of the OT term.
@@ -38,23 +38,17 @@ class SinkhornAlign(Method):
         self.max_iter = int(max_iter)
         self.tol = float(tol)
 
-    def absolute_epsilon(self, fs: torch.Tensor, ft: torch.Tensor) -> float:
-        """``epsilon`` times the batch's mean squared cross distance (by the moment identity)."""
-        with torch.no_grad():
-            mean_sq = (fs.pow(2).sum(1).mean() + ft.pow(2).sum(1).mean()
-                       - 2 * (fs.mean(0) * ft.mean(0)).sum())
-        return self.epsilon * max(float(mean_sq), 1e-6)
-
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        eps = self.absolute_epsilon(src.features, tgt.features)
+        scale = mean_cross_distance(src.features, tgt.features).sqrt()
+        fs, ft = src.features / scale, tgt.features / scale
         if self.debiased:
-            ot_term = sinkhorn_divergence(src.features, tgt.features, epsilon=eps, max_iter=self.max_iter, tol=self.tol)
+            ot_term = sinkhorn_divergence(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
         else:
-            ot_term = sinkhorn(src.features, tgt.features, epsilon=eps, max_iter=self.max_iter, tol=self.tol).value
+            ot_term = sinkhorn(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol).value
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y), "ot": self.trade_off * ot_term},
-            {"epsilon": torch.tensor(eps)},
+            {"feature_scale": scale},
         )
 
     def hparams(self) -> Dict[str, Any]:
