@@ -32,9 +32,9 @@ DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "finetune", "dann", "dan", "d
 
 # One network and one budget per benchmark, shared by every method (the point of the comparison).
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "office-caltech10-surf": dict(hidden=(256,), bottleneck=128, dropout=0.5, steps=600, batch_size=32, lr=0.01),
-    "mnist-usps-jda": dict(hidden=(256,), bottleneck=128, dropout=0.5, steps=1000, batch_size=64, lr=0.01),
-    "amazon-reviews": dict(hidden=(128,), bottleneck=64, dropout=0.5, steps=600, batch_size=64, lr=0.01),
+    "office-caltech10-surf": dict(hidden=(128,), bottleneck=64, dropout=0.5, steps=1500, batch_size=32, lr=0.01),
+    "mnist-usps-jda": dict(hidden=(128,), bottleneck=64, dropout=0.5, steps=1500, batch_size=32, lr=0.01),
+    "amazon-reviews": dict(hidden=(64,), bottleneck=32, dropout=0.5, steps=600, batch_size=64, lr=0.01),
 }
 
 

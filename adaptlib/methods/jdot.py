@@ -32,7 +32,7 @@ class DeepJDOT(Method):
 
     name = "deepjdot"
 
-    def __init__(self, alpha: float = 0.01, label_weight: float = 0.5, solver: str = "emd", epsilon: float = 0.05,
+    def __init__(self, alpha: float = 0.1, label_weight: float = 0.1, solver: str = "emd", epsilon: float = 0.05,
                  normalize: bool = True) -> None:
         super().__init__()
         self.alpha = float(alpha)

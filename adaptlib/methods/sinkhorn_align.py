@@ -1,7 +1,10 @@
 """Entropic optimal-transport alignment of source and target features."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict
+
+import torch
 
 from ..losses import sinkhorn, sinkhorn_divergence
 from ..models import AdaptModel
@@ -29,7 +32,7 @@ class SinkhornAlign(Method):
 
     name = "sinkhorn"
 
-    def __init__(self, trade_off: float = 1.0, epsilon: float = 0.1, debiased: bool = True,
+    def __init__(self, trade_off: float = 0.3, epsilon: float = 0.3, debiased: bool = True,
                  max_iter: int = 100, tol: float = 1e-4) -> None:
         super().__init__()
         self.trade_off = float(trade_off)
@@ -42,13 +45,20 @@ class SinkhornAlign(Method):
         src, tgt = self.forward_source_target(model, batch)
         scale = mean_cross_distance(src.features, tgt.features).sqrt()
         fs, ft = src.features / scale, tgt.features / scale
-        if self.debiased:
-            ot_term = sinkhorn_divergence(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
-        else:
-            ot_term = sinkhorn(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol).value
+        # A solve that stops at max_iter is still a usable training signal; it is logged as the
+        # metric "sinkhorn_converged" (share of steps whose solves converged) instead of a
+        # warning at every step.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            if self.debiased:
+                ot_term = sinkhorn_divergence(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
+                converged = not any(issubclass(w.category, RuntimeWarning) for w in caught)
+            else:
+                result = sinkhorn(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
+                ot_term, converged = result.value, result.converged
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y), "ot": self.trade_off * ot_term},
-            {"feature_scale": scale},
+            {"feature_scale": scale, "sinkhorn_converged": torch.tensor(float(converged))},
         )
 
     def hparams(self) -> Dict[str, Any]:
