@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
+import torch
+
 from .._checks import check_choice
 from ..losses import mmd
 from ..models import AdaptModel
-from .base import Batch, Method, Progress, StepOutput
+from .base import Batch, Method, Progress, StepOutput, dann_warmup, mean_cross_distance
 
 
 class DAN(Method):
@@ -24,17 +26,25 @@ class DAN(Method):
         heuristic: ``"median"`` or ``"mean"`` pairwise distance as the base bandwidth.
         estimator: ``"biased"``, ``"unbiased"`` or ``"linear"`` (the paper's linear-time one).
         layers: which of ``"features"`` and ``"logits"`` to adapt.
+        normalize: divide each layer's activations by the differentiable root mean squared
+            source-target distance before the MMD. The bandwidth heuristic is detached (as
+            in the reference implementations), so without this the MMD can be lowered by
+            shrinking all activations together; on SURF that collapsed some runs.
+        warmup: ramp the weight as ``trade_off * (2 / (1 + exp(-10 p)) - 1)``, DANN's schedule,
+            so that the MMD does not act on the random features of the first steps.
     """
 
     name = "dan"
 
     def __init__(
         self,
-        trade_off: float = 5.0,
+        trade_off: float = 1.0,
         multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
         heuristic: str = "median",
-        estimator: str = "biased",
-        layers: Sequence[str] = ("features", "logits"),
+        estimator: str = "unbiased",
+        layers: Sequence[str] = ("features",),
+        normalize: bool = True,
+        warmup: bool = True,
     ) -> None:
         super().__init__()
         self.trade_off = float(trade_off)
@@ -42,20 +52,27 @@ class DAN(Method):
         self.heuristic = heuristic
         self.estimator = estimator
         self.layers = tuple(check_choice(layer, "layers", ("features", "logits")) for layer in layers)
+        self.normalize = bool(normalize)
+        self.warmup = bool(warmup)
         if not self.layers:
             raise ValueError("layers must name at least one of 'features', 'logits'")
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        discrepancy = sum(
-            mmd(getattr(src, layer), getattr(tgt, layer), multipliers=self.multipliers,
-                heuristic=self.heuristic, estimator=self.estimator)
-            for layer in self.layers)
+        discrepancy = sum(self._layer_mmd(getattr(src, layer), getattr(tgt, layer)) for layer in self.layers)
+        weight = self.trade_off * (dann_warmup(progress.fraction) if self.warmup else 1.0)
         return StepOutput({
             "classification": self.classification(src.logits, batch.source.y),
-            "mmd": self.trade_off * discrepancy,
-        })
+            "mmd": weight * discrepancy,
+        }, {"mmd_weight": torch.tensor(weight)})
+
+    def _layer_mmd(self, zs, zt):
+        if self.normalize:
+            scale = mean_cross_distance(zs, zt).sqrt()
+            zs, zt = zs / scale, zt / scale
+        return mmd(zs, zt, multipliers=self.multipliers, heuristic=self.heuristic, estimator=self.estimator)
 
     def hparams(self) -> Dict[str, Any]:
         return {"trade_off": self.trade_off, "multipliers": list(self.multipliers),
-                "heuristic": self.heuristic, "estimator": self.estimator, "layers": list(self.layers)}
+                "heuristic": self.heuristic, "estimator": self.estimator, "layers": list(self.layers),
+                "normalize": self.normalize, "warmup": self.warmup}
