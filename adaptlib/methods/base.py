@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
+from .._checks import check_choice
 from ..models import AdaptModel, ModelOutput
 
 __all__ = [
@@ -120,11 +122,18 @@ class Method(nn.Module, abc.ABC):
         uses_target: whether the method needs unlabelled target batches.
         uses_target_labels: whether it trains on a few labelled target samples (its
             accuracy is then not comparable with unsupervised methods, and reports say so).
+
+    Attribute ``alignment`` (``"local"`` or ``"global"``; the alignment methods take it as a
+    constructor argument): in multi-process training, whether the alignment loss is computed
+    on each process's own batch (``"local"``; data parallelism then averages the per-process
+    losses' gradients) or on the global batch of all processes, gathered by :meth:`gather`
+    (``"global"``). See ``docs/distributed.md`` for which estimators that changes.
     """
 
     name: ClassVar[str] = "method"
     uses_target: ClassVar[bool] = True
     uses_target_labels: ClassVar[bool] = False
+    alignment: str = "local"
 
     def setup(self, model: AdaptModel) -> None:
         """Create the method's own modules for ``model`` (e.g. a discriminator on ``model.feature_dim``)."""
@@ -141,6 +150,24 @@ class Method(nn.Module, abc.ABC):
         return {}
 
     # helpers shared by the methods -------------------------------------------------------
+    def set_alignment(self, alignment: str) -> None:
+        """Set :attr:`alignment` to ``"local"`` or ``"global"`` (ValueError otherwise)."""
+        self.alignment = check_choice(alignment, "alignment", ("local", "global"))
+
+    def gather(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """The tensors the alignment loss sees: each one's rows from every process, or the tensors themselves.
+
+        With ``alignment == "global"`` in a multi-process run, each ``(n, ...)`` tensor becomes
+        the ``(W n, ...)`` concatenation over the ``W`` processes, in rank order, through
+        :func:`adaptlib.distributed.all_gather_with_grad` (gradients reach each process's own
+        rows, scaled so that the Trainer's gradient averaging yields the global-batch
+        gradient). Otherwise (``"local"``, or a single process) it returns them unchanged.
+        Always returns a tuple: ``fs, ft = self.gather(fs, ft)``. Every process must call it.
+        """
+        if self.alignment == "local" or not distributed.is_distributed():
+            return tensors
+        return tuple(distributed.all_gather_with_grad(t) for t in tensors)
+
     @staticmethod
     def forward_source_target(model: AdaptModel, batch: Batch) -> tuple[ModelOutput, ModelOutput]:
         """One forward pass over source and target inputs stacked, split back into two outputs."""

@@ -19,22 +19,27 @@ class DeepCORAL(Method):
         trade_off: weight of the CORAL term (the paper's lambda).
         layer: ``"features"`` (bottleneck, default) or ``"logits"`` (the paper applies it to
             the last layer, fc8, of AlexNet).
+        alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
+            covariances on each process's batch or on the batch gathered from all processes
+            (``docs/distributed.md``). No effect in a single process.
     """
 
     name = "deep-coral"
 
-    def __init__(self, trade_off: float = 1.0, layer: str = "features") -> None:
+    def __init__(self, trade_off: float = 1.0, layer: str = "features", alignment: str = "local") -> None:
         super().__init__()
+        self.set_alignment(alignment)
         self.trade_off = float(trade_off)
         self.layer = check_choice(layer, "layer", ("features", "logits"))
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
         a, b = (src.features, tgt.features) if self.layer == "features" else (src.logits, tgt.logits)
+        a, b = self.gather(a, b)
         return StepOutput({
             "classification": self.classification(src.logits, batch.source.y),
             "coral": self.trade_off * coral(a, b),
         })
 
     def hparams(self) -> Dict[str, Any]:
-        return {"trade_off": self.trade_off, "layer": self.layer}
+        return {"trade_off": self.trade_off, "layer": self.layer, "alignment": self.alignment}

@@ -32,6 +32,9 @@ class DAN(Method):
             shrinking all activations together; on SURF that collapsed some runs.
         warmup: ramp the weight as ``trade_off * (2 / (1 + exp(-10 p)) - 1)``, DANN's schedule,
             so that the MMD does not act on the random features of the first steps.
+        alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
+            MMD on each process's batch or on the batch gathered from all processes
+            (``docs/distributed.md``). No effect in a single process.
     """
 
     name = "dan"
@@ -45,8 +48,10 @@ class DAN(Method):
         layers: Sequence[str] = ("features",),
         normalize: bool = True,
         warmup: bool = True,
+        alignment: str = "local",
     ) -> None:
         super().__init__()
+        self.set_alignment(alignment)
         self.trade_off = float(trade_off)
         self.multipliers = tuple(float(m) for m in multipliers)
         self.heuristic = heuristic
@@ -59,7 +64,8 @@ class DAN(Method):
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        discrepancy = sum(self._layer_mmd(getattr(src, layer), getattr(tgt, layer)) for layer in self.layers)
+        pairs = [self.gather(getattr(src, layer), getattr(tgt, layer)) for layer in self.layers]
+        discrepancy = sum(self._layer_mmd(zs, zt) for zs, zt in pairs)
         weight = self.trade_off * (dann_warmup(progress.fraction) if self.warmup else 1.0)
         return StepOutput({
             "classification": self.classification(src.logits, batch.source.y),
@@ -75,4 +81,4 @@ class DAN(Method):
     def hparams(self) -> Dict[str, Any]:
         return {"trade_off": self.trade_off, "multipliers": list(self.multipliers),
                 "heuristic": self.heuristic, "estimator": self.estimator, "layers": list(self.layers),
-                "normalize": self.normalize, "warmup": self.warmup}
+                "normalize": self.normalize, "warmup": self.warmup, "alignment": self.alignment}

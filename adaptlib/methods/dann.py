@@ -31,12 +31,18 @@ class DANN(Method):
         gamma: steepness of the warm-up (10 in the paper).
         hidden_dim: width of the discriminator's two hidden layers.
         dropout: dropout of the discriminator.
+        alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
+            domain loss on each process's batch or on the batch gathered from all processes
+            (the same loss with equal batches, but every process then runs the discriminator on
+            the whole batch; ``docs/distributed.md``). No effect in a single process.
     """
 
     name = "dann"
 
-    def __init__(self, trade_off: float = 1.0, gamma: float = 10.0, hidden_dim: int = 256, dropout: float = 0.5) -> None:
+    def __init__(self, trade_off: float = 1.0, gamma: float = 10.0, hidden_dim: int = 256, dropout: float = 0.5,
+                 alignment: str = "local") -> None:
         super().__init__()
+        self.set_alignment(alignment)
         self.trade_off = float(trade_off)
         self.gamma = float(gamma)
         self.hidden_dim = int(hidden_dim)
@@ -55,11 +61,13 @@ class DANN(Method):
             raise RuntimeError("DANN.setup(model) must be called before training (Trainer does this)")
         src, tgt = self.forward_source_target(model, batch)
         lam = self.coefficient(progress)
-        domain, accuracy = domain_adversarial(src.features, tgt.features, self.discriminator, coefficient=lam)
+        fs, ft = self.gather(src.features, tgt.features)
+        domain, accuracy = domain_adversarial(fs, ft, self.discriminator, coefficient=lam)
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y), "domain": domain},
             {"discriminator_accuracy": accuracy, "grl_coefficient": torch.tensor(lam)},
         )
 
     def hparams(self) -> Dict[str, Any]:
-        return {"trade_off": self.trade_off, "gamma": self.gamma, "hidden_dim": self.hidden_dim, "dropout": self.dropout}
+        return {"trade_off": self.trade_off, "gamma": self.gamma, "hidden_dim": self.hidden_dim,
+                "dropout": self.dropout, "alignment": self.alignment}

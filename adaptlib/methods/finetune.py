@@ -1,7 +1,7 @@
 """Fine-tuning on a few labelled target samples, with optional frozen backbone or L2-SP."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 import torch
 
@@ -21,6 +21,11 @@ class FineTune(Method):
 
     This method uses target labels; its accuracy is reported on the target samples that were
     not used for training and is marked as such in every table.
+
+    The anchor ``w_0`` is the registered buffer ``anchor`` (the backbone weights flattened
+    and concatenated, float, ``(P,)``; empty ``(0,)`` until the phase switch), so it is part of
+    ``state_dict()`` and survives a checkpoint: a run resumed after the switch keeps the
+    weights of the switch, not those of the resume.
 
     Args:
         source_fraction: share of the step budget spent on the source phase, in ``[0, 1)``.
@@ -43,17 +48,24 @@ class FineTune(Method):
         self.source_fraction = float(source_fraction)
         self.freeze_backbone = bool(freeze_backbone)
         self.l2sp = float(l2sp)
-        self._anchor: Optional[List[torch.Tensor]] = None
+        self.register_buffer("anchor", torch.empty(0))
 
     def setup(self, model: AdaptModel) -> None:
-        self._anchor = None
+        self.anchor = torch.empty(0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # The anchor's size is 0 before the phase switch and P after: take the saved one's.
+        saved = state_dict.get(prefix + "anchor")
+        if isinstance(saved, torch.Tensor):
+            self.anchor = torch.empty(saved.shape, dtype=saved.dtype, device=self.anchor.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def in_target_phase(self, progress: Progress) -> bool:
         return progress.fraction >= self.source_fraction
 
     def on_step_start(self, model: AdaptModel, progress: Progress) -> None:
-        if self.l2sp > 0 and self.in_target_phase(progress) and self._anchor is None:
-            self._anchor = [p.detach().clone() for p in model.backbone_parameters()]
+        if self.l2sp > 0 and self.in_target_phase(progress) and self.anchor.numel() == 0:
+            self.anchor = torch.cat([p.detach().reshape(-1) for p in model.backbone_parameters()]).clone()
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         if not self.in_target_phase(progress):
@@ -70,9 +82,14 @@ class FineTune(Method):
             logits = model(x).logits
         losses = {"target_classification": self.classification(logits, y)}
         if self.l2sp > 0:
-            if self._anchor is None:  # resumed directly in phase 2 without the hook
+            if self.anchor.numel() == 0:  # phase 2 reached without the hook
                 raise RuntimeError("L2-SP anchor weights are missing: on_step_start was not called")
-            penalty = sum(((p - p0) ** 2).sum() for p, p0 in zip(model.backbone_parameters(), self._anchor))
+            params = list(model.backbone_parameters())
+            if sum(p.numel() for p in params) != self.anchor.numel():
+                raise RuntimeError(f"the L2-SP anchor has {self.anchor.numel()} values but the backbone "
+                                   f"{sum(p.numel() for p in params)}: it was taken from another model")
+            anchors = self.anchor.split([p.numel() for p in params])
+            penalty = sum(((p - p0.view_as(p)) ** 2).sum() for p, p0 in zip(params, anchors))
             losses["l2sp"] = 0.5 * self.l2sp * penalty
         return StepOutput(losses)
 

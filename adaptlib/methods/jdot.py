@@ -28,13 +28,17 @@ class DeepJDOT(Method):
         solver: ``"emd"`` (exact, POT) or ``"sinkhorn"``.
         epsilon: entropic regularisation for ``solver="sinkhorn"``, in cost units.
         normalize: divide the feature distances by the batch's mean squared distance.
+        alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
+            transport plan and costs on each process's batch or on the batch gathered from all
+            processes (``docs/distributed.md``). No effect in a single process.
     """
 
     name = "deepjdot"
 
     def __init__(self, alpha: float = 0.1, label_weight: float = 0.1, solver: str = "emd", epsilon: float = 0.05,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, alignment: str = "local") -> None:
         super().__init__()
+        self.set_alignment(alignment)
         self.alpha = float(alpha)
         self.label_weight = float(label_weight)
         self.solver = check_choice(solver, "solver", ("emd", "sinkhorn"))
@@ -43,11 +47,11 @@ class DeepJDOT(Method):
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        fs, ft = src.features, tgt.features
+        fs, ft, ys, target_logits = self.gather(src.features, tgt.features, batch.source.y, tgt.logits)
         if self.normalize:
             scale = mean_cross_distance(fs, ft).sqrt()
             fs, ft = fs / scale, ft / scale
-        res = jdot(fs, ft, batch.source.y, tgt.logits, alpha=self.alpha,
+        res = jdot(fs, ft, ys, target_logits, alpha=self.alpha,
                    label_weight=self.label_weight, solver=self.solver, epsilon=self.epsilon)
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y),
@@ -56,4 +60,4 @@ class DeepJDOT(Method):
 
     def hparams(self) -> Dict[str, Any]:
         return {"alpha": self.alpha, "label_weight": self.label_weight, "solver": self.solver, "epsilon": self.epsilon,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "alignment": self.alignment}

@@ -28,13 +28,17 @@ class SinkhornAlign(Method):
         epsilon: entropic regularisation relative to the batch's mean squared distance.
         debiased: use the Sinkhorn divergence (default) or the plain entropic OT value.
         max_iter, tol: Sinkhorn iteration budget and marginal tolerance per solve.
+        alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
+            divergence on each process's batch or on the batch gathered from all processes
+            (``docs/distributed.md``). No effect in a single process.
     """
 
     name = "sinkhorn"
 
     def __init__(self, trade_off: float = 0.3, epsilon: float = 0.3, debiased: bool = True,
-                 max_iter: int = 100, tol: float = 1e-4) -> None:
+                 max_iter: int = 100, tol: float = 1e-4, alignment: str = "local") -> None:
         super().__init__()
+        self.set_alignment(alignment)
         self.trade_off = float(trade_off)
         self.epsilon = float(epsilon)
         self.debiased = bool(debiased)
@@ -43,8 +47,9 @@ class SinkhornAlign(Method):
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
-        scale = mean_cross_distance(src.features, tgt.features).sqrt()
-        fs, ft = src.features / scale, tgt.features / scale
+        fs, ft = self.gather(src.features, tgt.features)
+        scale = mean_cross_distance(fs, ft).sqrt()
+        fs, ft = fs / scale, ft / scale
         # A solve that stops at max_iter is still a usable training signal; it is logged as the
         # metric "sinkhorn_converged" (share of steps whose solves converged) instead of a
         # warning at every step.
@@ -63,4 +68,4 @@ class SinkhornAlign(Method):
 
     def hparams(self) -> Dict[str, Any]:
         return {"trade_off": self.trade_off, "epsilon": self.epsilon, "debiased": self.debiased,
-                "max_iter": self.max_iter, "tol": self.tol}
+                "max_iter": self.max_iter, "tol": self.tol, "alignment": self.alignment}
