@@ -6,13 +6,15 @@
 - :class:`adaptlib.Trainer`: the one training loop all methods share.
 - :mod:`adaptlib.datasets`: loaders for real DA benchmarks.
 - :mod:`adaptlib.compare`: the comparison run behind ``adaptlib compare``.
+- :func:`adaptlib.encode_labels`: map arbitrary labels (1-based, gaps, strings) to ``0..C-1``.
 """
 from . import losses, methods
 from .methods import METHODS, get_method
 from .models import AdaptModel, DomainDiscriminator, ModelOutput, mlp
+from .labels import encode_labels
 from .trainer import History, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "METHODS",
-           "get_method", "losses", "methods", "__version__"]
+           "get_method", "encode_labels", "losses", "methods", "__version__"]
