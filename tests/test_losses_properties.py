@@ -1,5 +1,6 @@
 """Property-based checks of the alignment losses (hypothesis; skipped if it is not installed)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 import ot  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
-from adaptlib.losses import coral, mmd, sinkhorn  # noqa: E402
+from adaptlib.losses import coral, mmd, sinkhorn, sinkhorn_divergence  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,3 +71,74 @@ def test_sinkhorn_plan_marginals_and_bounds(n, m, seed, eps):
     exact = ot.emd2((a / a.sum()).numpy(), (b / b.sum()).numpy(), c)
     assert float(res.value) >= float(res.transport_cost) - 1e-9
     assert float(res.transport_cost) >= exact - 1e-9
+
+
+# ------------------------------------------------------------------ degenerate generators
+# Point clouds in the spirit of geomloss/tests/generators: besides random clouds, identical
+# clouds, single points, duplicated rows, constant clouds and tiny/huge scales.
+KINDS = ["random", "identical", "single", "duplicates", "constant"]
+
+
+@st.composite
+def cloud_pairs(draw, min_rows=1, max_rows=10):
+    kind = draw(st.sampled_from(KINDS))
+    scale = draw(st.sampled_from([1e-4, 1.0, 1e4]))
+    d = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    lo = max(min_rows, 1)
+    n = 1 if kind == "single" and lo == 1 else draw(st.integers(lo, max_rows))
+    m = 1 if kind == "single" and lo == 1 else draw(st.integers(lo, max_rows))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(m, d, generator=g, dtype=torch.float64) + 0.5
+    if kind == "identical":
+        y = x.clone()
+    elif kind == "duplicates":
+        x = torch.cat([x, x])[: max(n, 2)]
+        y = torch.cat([y, y[:1]])
+    elif kind == "constant":
+        x, y = x[:1].repeat(n, 1), y[:1].repeat(m, 1)
+    return x * scale, y * scale, scale
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(pair=cloud_pairs())
+def test_mmd_biased_degenerate_symmetric_nonnegative_and_dtype_agreement(pair):
+    x, y, _ = pair
+    v = mmd(x, y)
+    assert math.isfinite(float(v)) and float(v) >= -1e-12
+    assert float(v) == pytest.approx(float(mmd(y, x)), rel=1e-9, abs=1e-12)
+    v32 = float(mmd(x.float(), y.float()))
+    assert v32 == pytest.approx(float(v), rel=1e-3, abs=1e-5)
+    if torch.equal(x, y):
+        assert float(v) == 0.0
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(pair=cloud_pairs(min_rows=2), shift=st.sampled_from([-1e3, 0.5, 7.0]))
+def test_coral_degenerate_symmetric_shift_invariant_and_dtype_agreement(pair, shift):
+    x, y, scale = pair
+    v = float(coral(x, y))
+    assert math.isfinite(v) and v >= 0
+    assert v == pytest.approx(float(coral(y, x)), rel=1e-9, abs=1e-300)
+    # a shift of either batch by a constant vector leaves the covariances unchanged
+    off = torch.full((1, x.shape[1]), shift * scale, dtype=x.dtype)
+    assert float(coral(x + off, y - 2 * off)) == pytest.approx(v, rel=1e-6, abs=1e-9 * scale**4)
+    v32 = float(coral(x.float(), y.float()))
+    assert v32 == pytest.approx(v, rel=1e-3, abs=1e-6 * scale**4)
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(pair=cloud_pairs(max_rows=8))
+def test_sinkhorn_divergence_degenerate_symmetric_nonnegative_dtype_agreement(pair):
+    x, y, scale = pair
+    eps = 0.5 * scale * scale  # the divergence is homogeneous: eps relative to the scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        v = float(sinkhorn_divergence(x, y, epsilon=eps, tol=1e-10, max_iter=5000))
+        w = float(sinkhorn_divergence(y, x, epsilon=eps, tol=1e-10, max_iter=5000))
+        v32 = float(sinkhorn_divergence(x.float(), y.float(), epsilon=eps, tol=1e-6, max_iter=5000))
+    unit = scale * scale
+    assert math.isfinite(v) and v >= -1e-7 * unit
+    assert v == pytest.approx(w, rel=1e-6, abs=1e-7 * unit)
+    assert v32 == pytest.approx(v, rel=1e-3, abs=1e-4 * unit)

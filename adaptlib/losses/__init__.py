@@ -14,7 +14,10 @@ Functional losses (tensors in, scalar tensor or result dataclass out) and thin
 
 All functions validate their inputs (errors name the offending argument), work in float32
 and float64 on the inputs' device, and floor every data-derived scale so that identical or
-constant inputs never produce NaN.
+constant inputs never produce NaN. The distance-based losses (MMD, JMMD, CORAL, Sinkhorn,
+JDOT) reject half precision with a ``TypeError``; :func:`domain_adversarial`,
+:func:`entropy` and :func:`gradient_reversal` accept it. ``scripts/fuzz_losses.py`` fuzzes
+all of them.
 """
 from .adversarial import domain_adversarial, entropy, gradient_reversal
 from .coral import coral

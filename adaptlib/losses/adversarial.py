@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_features, check_same_space, check_weights
+from .._checks import check_choice, check_features, check_weights
+from ._validate import check_feature_pair
 
 __all__ = ["gradient_reversal", "domain_adversarial", "entropy"]
 
@@ -141,9 +142,7 @@ def domain_adversarial(
         >>> loss.shape, 0.0 <= float(acc) <= 1.0
         (torch.Size([]), True)
     """
-    check_features(source_features, "source_features")
-    check_features(target_features, "target_features")
-    check_same_space(source_features, target_features, "source_features", "target_features")
+    check_feature_pair(source_features, target_features, "source_features", "target_features", half_ok=True)
     if not callable(discriminator):
         raise TypeError(f"discriminator must be a callable nn.Module, got {type(discriminator).__name__}")
     n, m = source_features.shape[0], target_features.shape[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._checks import check_features, check_same_space
+from ._validate import check_feature_pair
 
 __all__ = ["coral"]
 
@@ -51,7 +51,8 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
         w.r.t. both inputs.
 
     Raises:
-        TypeError: non-tensor or non-floating input, dtype mismatch.
+        TypeError: non-tensor or non-floating input, half precision (only float32 and
+            float64 are supported), dtype mismatch.
         ValueError: wrong shapes, fewer than 2 rows (naming ``source`` or ``target``),
             feature-dimension or device mismatch, NaN/inf.
 
@@ -63,9 +64,7 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
         >>> bool(coral(xs, 2.0 * xs) > 0)               # a rescaling is not
         True
     """
-    check_features(source, "source")
-    check_features(target, "target")
-    check_same_space(source, target, "source", "target")
+    check_feature_pair(source, target, "source", "target")
     _check_two_rows(source, "source")
     _check_two_rows(target, "target")
     n, d = source.shape

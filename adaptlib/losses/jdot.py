@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice, check_features, check_labels, check_positive, check_same_space
+from .._checks import check_choice, check_labels, check_positive
+from ._validate import check_feature_pair
 from .sinkhorn import _sq_euclidean_cost, sinkhorn
 
 __all__ = ["jdot", "JDOTResult"]
@@ -116,7 +117,8 @@ def jdot(
         :class:`JDOTResult` with ``value = feature_cost + label_cost``.
 
     Raises:
-        TypeError: non-tensor or wrongly typed inputs (e.g. float labels), dtype mismatch.
+        TypeError: non-tensor or wrongly typed inputs (e.g. float labels, half-precision
+            features: only float32 and float64 are supported), dtype mismatch.
         ValueError: shape/device mismatches (naming the argument), labels out of range,
             NaN/inf, negative ``alpha``/``label_weight``, unknown ``solver``, ``epsilon <= 0``.
 
@@ -128,9 +130,7 @@ def jdot(
         >>> res.plan.shape, bool(torch.isclose(res.value, res.feature_cost + res.label_cost))
         (torch.Size([16, 24]), True)
     """
-    check_features(source_features, "source_features")
-    check_features(target_features, "target_features")
-    check_same_space(source_features, target_features, "source_features", "target_features")
+    check_feature_pair(source_features, target_features, "source_features", "target_features")
     n, m = source_features.shape[0], target_features.shape[0]
     if not isinstance(target_logits, Tensor) or not target_logits.is_floating_point():
         raise TypeError("target_logits must be a floating-point tensor of shape (M, C)")
@@ -148,6 +148,8 @@ def jdot(
         )
     if not bool(torch.isfinite(target_logits).all()):
         raise ValueError("target_logits contains NaN or inf")
+    if isinstance(source_labels, Tensor) and source_labels.device != source_features.device:
+        raise ValueError(f"source_labels must be on {source_features.device}, got {source_labels.device}")
     labels = check_labels(source_labels, n, "source_labels", num_classes=target_logits.shape[1])
     if labels.device != source_features.device:
         raise ValueError(f"source_labels must be on {source_features.device}, got {labels.device}")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_features, check_same_space, check_weights
+from ._validate import check_feature_pair, check_same_kind, check_tensor_kind
 
 __all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
 
@@ -369,7 +370,8 @@ def mmd(
         w.r.t. ``source``, ``target`` and the weights (not through data-driven bandwidths).
 
     Raises:
-        TypeError: non-tensor or non-floating inputs, dtype mismatch, bad ``generator``.
+        TypeError: non-tensor or non-floating inputs, half precision (only float32 and
+            float64 are supported), dtype mismatch, bad ``generator``.
         ValueError: wrong shapes, feature-dimension or device mismatch, NaN/inf inputs,
             unknown ``heuristic``/``estimator``, invalid ``bandwidths``, ``multipliers``,
             or weights, fewer than 2 rows for ``"unbiased"``/``"linear"``, or sample
@@ -386,9 +388,7 @@ def mmd(
         >>> float(mmd(xs, xs))
         0.0
     """
-    check_features(source, "source")
-    check_features(target, "target")
-    check_same_space(source, target, "source", "target")
+    check_feature_pair(source, target, "source", "target")
     check_choice(estimator, "estimator", ESTIMATORS)
     check_choice(heuristic, "heuristic", HEURISTICS)
     mults = _check_multipliers(DEFAULT_MULTIPLIERS if multipliers is None else multipliers)
@@ -432,6 +432,8 @@ def _check_layers(tensors: object, name: str) -> List[Tensor]:
     if len(tensors) == 0:
         raise ValueError(f"{name} must contain at least one layer")
     out = []
+    for l, t in enumerate(tensors):
+        check_tensor_kind(t, f"{name}[{l}]")
     for l, t in enumerate(tensors):
         check_features(t, f"{name}[{l}]")
         if t.shape[0] != tensors[0].shape[0]:
@@ -494,7 +496,8 @@ def jmmd(
         Scalar tensor: the JMMD² estimate, differentiable w.r.t. every layer's features.
 
     Raises:
-        TypeError: ``sources``/``targets`` are not sequences of floating tensors.
+        TypeError: ``sources``/``targets`` are not sequences of float32/float64 tensors,
+            or their dtypes differ.
         ValueError: empty or different numbers of layers, rows differing between layers,
             shape/dtype/device mismatches, ``bandwidths``/``multipliers`` of the wrong
             length or invalid, unknown options, too few rows for the estimator.
@@ -506,6 +509,13 @@ def jmmd(
         >>> jmmd([feats_s, probs_s], [feats_t, probs_t]).shape
         torch.Size([])
     """
+    for seq, seq_name in ((sources, "sources"), (targets, "targets")):
+        if isinstance(seq, Tensor) or not isinstance(seq, Sequence):
+            raise TypeError(f"{seq_name} must be a sequence (list/tuple) of (rows, D_l) tensors, one per layer")
+        for l, t in enumerate(seq):
+            check_tensor_kind(t, f"{seq_name}[{l}]")
+    if len(sources) and len(targets):
+        check_same_kind([(sources[0], "sources[0]"), (targets[0], "targets[0]")])
     srcs = _check_layers(sources, "sources")
     tgts = _check_layers(targets, "targets")
     num_layers = len(srcs)

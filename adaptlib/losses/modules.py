@@ -23,7 +23,7 @@ from .mmd import (
     jmmd,
     mmd,
 )
-from .sinkhorn import _check_options, sinkhorn
+from .sinkhorn import _check_options, _check_scaling, sinkhorn
 
 __all__ = ["MMDLoss", "JMMDLoss", "CORALLoss", "SinkhornLoss", "GradientReversal"]
 
@@ -166,8 +166,8 @@ class CORALLoss(nn.Module):
 class SinkhornLoss(nn.Module):
     r"""Module form of :func:`~adaptlib.losses.sinkhorn` returning the entropic OT value.
 
-    Args: ``epsilon`` (absolute, squared feature units), ``max_iter``, ``tol``, as in
-    :func:`~adaptlib.losses.sinkhorn`.
+    Args: ``epsilon`` (absolute, squared feature units), ``max_iter``, ``tol`` and
+    ``scaling`` (epsilon scaling, default off), as in :func:`~adaptlib.losses.sinkhorn`.
 
     Inputs: ``source`` ``(N, D)``, ``target`` ``(M, D)``, optional weights ``(N,)``,
     ``(M,)``. Output: scalar :math:`\mathrm{OT}_\varepsilon` (``SinkhornResult.value``),
@@ -179,9 +179,17 @@ class SinkhornLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, epsilon: float = 0.05, max_iter: int = 1000, tol: float = 1e-6) -> None:
+    def __init__(
+        self,
+        *,
+        epsilon: float = 0.05,
+        max_iter: int = 1000,
+        tol: float = 1e-6,
+        scaling: Optional[float] = None,
+    ) -> None:
         super().__init__()
         self.epsilon, self.max_iter, self.tol = _check_options(epsilon, max_iter, tol)
+        self.scaling = _check_scaling(scaling)
 
     def forward(
         self,
@@ -198,6 +206,7 @@ class SinkhornLoss(nn.Module):
             epsilon=self.epsilon,
             max_iter=self.max_iter,
             tol=self.tol,
+            scaling=self.scaling,
         ).value
 
     def extra_repr(self) -> str:
