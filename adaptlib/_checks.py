@@ -5,10 +5,35 @@ error that names the argument and says what was expected, instead of producing N
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+_VALUE_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("adaptlib_value_checks", default=True)
+
+
+def value_checks_enabled() -> bool:
+    """Whether checks that read tensor values (NaN/inf scans) run; True unless inside :func:`skip_value_checks`."""
+    return _VALUE_CHECKS.get()
+
+
+@contextlib.contextmanager
+def skip_value_checks() -> Iterator[None]:
+    """Skip the NaN/inf scans of loss inputs inside this block (shape, dtype and device checks stay).
+
+    The Trainer uses it around a method's loss computation: it has checked its input data
+    once, and it checks every step's total loss before ``backward``, so a non-finite value
+    is still caught at the step where it appears, without a full scan of every feature
+    tensor at every step.
+    """
+    token = _VALUE_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
 
 
 def check_features(x: object, name: str, *, min_rows: int = 1, finite: bool = True) -> Tensor:
@@ -29,7 +54,7 @@ def check_features(x: object, name: str, *, min_rows: int = 1, finite: bool = Tr
         raise ValueError(f"{name} needs at least {min_rows} row(s), got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature column, got shape {tuple(x.shape)}")
-    if finite and not bool(torch.isfinite(x).all()):
+    if finite and _VALUE_CHECKS.get() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return x
 

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import distributed as _dist
-from ._checks import check_choice, check_positive
+from ._checks import check_choice, check_positive, skip_value_checks
 from ._streams import DatasetStream, TensorStream
 from .methods import Batch, LabeledBatch, Method, Progress, UnlabeledBatch, get_method
 from .models import AdaptModel
@@ -166,6 +166,52 @@ def _atomic_save(obj: Any, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _LogSums:
+    """Running sums of the logged scalars over the current logging interval.
+
+    One ``stack`` and one ``add`` per step whatever the number of loss terms and metrics
+    (the per-name adds this replaces were a measurable share of the Trainer's overhead).
+    """
+
+    def __init__(self) -> None:
+        self.names: Tuple[str, ...] = ()
+        self.row: Optional[Tensor] = None  # sums of the tensor-valued terms, in the order of names
+        self.numbers: Dict[str, float] = {}  # sums of the metrics given as plain numbers
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Plain data for a checkpoint (loadable with ``weights_only=True``)."""
+        return {"names": list(self.names), "row": None if self.row is None else self.row.detach().cpu(),
+                "numbers": dict(self.numbers)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> "_LogSums":
+        out = cls()
+        out.names = tuple(state["names"])
+        out.row = None if state["row"] is None else state["row"].to(device)
+        out.numbers = {k: float(v) for k, v in state["numbers"].items()}
+        return out
+
+    def add(self, names: Tuple[str, ...], row: Tensor) -> None:
+        if self.row is not None and names == self.names:
+            self.row = self.row + row
+            return
+        merged = self.as_dict()  # the set of names changed (e.g. FineTune's phase switch)
+        for name, value in zip(names, row.unbind()):
+            merged[name] = merged[name] + value if name in merged else value
+        self.names, self.row = tuple(merged), torch.stack(list(merged.values()))
+
+    def add_numbers(self, numbers: Mapping[str, float]) -> None:
+        for name, value in numbers.items():
+            self.numbers[name] = self.numbers.get(name, 0.0) + value
+
+    def as_dict(self) -> Dict[str, Tensor]:
+        out = dict(zip(self.names, self.row.unbind())) if self.row is not None else {}
+        for name, value in self.numbers.items():
+            out[name] = torch.tensor(value, dtype=torch.float64)
+        return out
+
 
 
 class Trainer:
@@ -377,7 +423,7 @@ class Trainer:
             "model": self.model.state_dict(), "method": self.method.state_dict(),
             "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
             "streams": {name: st.state_dict() for name, st in self._streams.items()},
-            "rng": rng, "log_sums": {k: v.detach().cpu() for k, v in sums.items()}, "log_count": count,
+            "rng": rng, "log_sums": sums.state_dict(), "log_count": count,
             "history": {"train": [dict(r) for r in self.history.train], "eval": [dict(r) for r in self.history.eval]},
         }
         _atomic_save(state, path)
@@ -464,14 +510,14 @@ class Trainer:
         if checkpoint is None:
             self.step = 0
             self.history = History()
-            self._log_state = ({}, 0)
-            return {}, 0
+            self._log_state = (_LogSums(), 0)
+            return _LogSums(), 0
         path = Path(checkpoint.get("_path", "checkpoint"))
         self._restore_model(checkpoint, path)
         if checkpoint["optimizer"] is None:  # saved before any fit: only the model is restored
             self.step, self.history = 0, History()
-            self._log_state = ({}, 0)
-            return {}, 0
+            self._log_state = (_LogSums(), 0)
+            return _LogSums(), 0
         self.method.load_state_dict(checkpoint["method"])
         self._optimizer.load_state_dict(checkpoint["optimizer"])  # type: ignore[union-attr]
         if set(checkpoint["streams"]) != set(self._streams):
@@ -485,7 +531,7 @@ class Trainer:
         self.step = int(checkpoint["step"])
         self.history = History([dict(r) for r in checkpoint["history"]["train"]],
                                [dict(r) for r in checkpoint["history"]["eval"]])
-        sums = {k: v.to(self.device) for k, v in checkpoint["log_sums"].items()}
+        sums = _LogSums.from_state(checkpoint["log_sums"], self.device)
         count = int(checkpoint["log_count"])
         self._log_state = (sums, count)
         torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -493,7 +539,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         return sums, count
 
-    def _after_step(self, sums: Dict[str, Tensor], count: int) -> None:
+    def _after_step(self, sums: _LogSums, count: int) -> None:
         """Bookkeeping at the end of each step: remember the logging sums; write the checkpoint when due."""
         self._log_state = (sums, count)
         path = self.checkpoint_path()
@@ -589,6 +635,8 @@ class Trainer:
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         self._optimizer, self._streams = optimizer, streams
         sums, count = self._start(checkpoint)  # step 0, or everything restored from the checkpoint
+        multi_process = _dist.is_distributed()
+        on_cpu = self.device.type == "cpu"
         show = (self.progress_bar if self.progress_bar is not None else sys.stderr.isatty()) and _dist.rank() == 0
         bar = tqdm(total=self.steps, initial=self.step, desc=method.name, disable=not show, leave=False)
         model.train()
@@ -599,7 +647,8 @@ class Trainer:
                 factor = lr_factor(self.lr_schedule, progress.fraction)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
-                _dist.broadcast_module_state((model, method), parameters=False)
+                if multi_process:
+                    _dist.broadcast_module_state((model, method), parameters=False)
                 with torch.no_grad():
                     method.on_step_start(model, progress)
                 s = streams["source"].next()
@@ -608,28 +657,44 @@ class Trainer:
                     target=UnlabeledBatch(streams["target"].next()[0]) if "target" in streams else None,
                     target_labeled=LabeledBatch(*streams["target_labeled"].next()) if "target_labeled" in streams else None,
                 )
-                out = method.loss_terms(model, batch, progress)
+                with skip_value_checks():  # inputs were checked once; the loss is checked below
+                    out = method.loss_terms(model, batch, progress)
                 if not out.losses:
                     raise ValueError(f"method {method.name!r} returned no loss terms at step {step}")
-                loss = torch.stack([v.reshape(()) for v in out.losses.values()]).sum()
+                values = list(out.losses.values())
+                loss = values[0]
+                for value in values[1:]:
+                    loss = loss + value
+                if loss.dim() != 0:
+                    raise ValueError(f"method {method.name!r} returned non-scalar loss terms: "
+                                     f"{ {k: tuple(v.shape) for k, v in out.losses.items()} }")
+                # Checked before backward, so the parameters stay intact. On an accelerator the
+                # check would synchronise every step; there the logged sums are checked instead.
+                if on_cpu and not math.isfinite(loss.item()):
+                    bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
+                    raise FloatingPointError(f"non-finite loss at step {step + 1} with method {method.name!r}: {bad}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                _dist.average_gradients(params)
+                if multi_process:
+                    _dist.average_gradients(params)
                 optimizer.step()
                 self.step = step + 1
-                with torch.no_grad():
-                    terms = {"loss": loss.detach(), **{k: v.detach() for k, v in out.losses.items()},
-                             **{k: torch.as_tensor(v).detach() for k, v in out.metrics.items()}}
-                    for k, v in terms.items():
-                        sums[k] = sums[k] + v if k in sums else v.clone()
+                with torch.no_grad():  # one stack and one add per step, whatever the number of terms
+                    tensor_metrics = {k: v for k, v in out.metrics.items() if isinstance(v, Tensor)}
+                    names = ("loss", *out.losses, *tensor_metrics)
+                    row = torch.stack([loss.detach(), *(v.detach() for v in values),
+                                       *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
+                    sums.add(names, row)
+                    if len(tensor_metrics) < len(out.metrics):  # plain numbers are summed in Python
+                        sums.add_numbers({k: float(v) for k, v in out.metrics.items() if k not in tensor_metrics})
                     count += 1
                 if self.step % self.log_every == 0 or self.step == self.steps:
-                    record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums).items()}
+                    record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
                     if not math.isfinite(record["loss"]):
                         bad = {k: v for k, v in record.items() if not math.isfinite(v)}
                         raise FloatingPointError(f"non-finite loss by step {self.step} with method {method.name!r}: {bad}")
                     self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
-                    sums, count = {}, 0
+                    sums, count = _LogSums(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
                 if evals and ((self.eval_every and self.step % self.eval_every == 0) or self.step == self.steps):
                     self.history.eval.append({"step": self.step, **{

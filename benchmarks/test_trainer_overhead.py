@@ -101,10 +101,10 @@ def test_same_computation(data):
 def test_hand_written_loop(benchmark, data):
     torch.set_num_threads(1)
     benchmark.extra_info["baseline"] = True
-    benchmark.pedantic(lambda: hand_written_dann(_model(), *data), rounds=7, warmup_rounds=1)
+    benchmark.pedantic(lambda: hand_written_dann(_model(), *data), rounds=11, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="trainer-overhead: DANN on SURF A->W, 300 steps")
 def test_adaptlib_trainer(benchmark, data):
     torch.set_num_threads(1)
-    benchmark.pedantic(lambda: adaptlib_dann(_model(), *data), rounds=7, warmup_rounds=1)
+    benchmark.pedantic(lambda: adaptlib_dann(_model(), *data), rounds=11, warmup_rounds=2)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_features, check_weights
+from .._checks import check_choice, check_features, check_weights, value_checks_enabled
 from ._validate import check_feature_pair
 
 __all__ = ["gradient_reversal", "domain_adversarial", "entropy"]
@@ -146,8 +146,10 @@ def domain_adversarial(
     if not callable(discriminator):
         raise TypeError(f"discriminator must be a callable nn.Module, got {type(discriminator).__name__}")
     n, m = source_features.shape[0], target_features.shape[0]
-    a = check_weights(source_weights, n, source_features, "source_weights")
-    b = check_weights(target_weights, m, source_features, "target_weights")
+    uniform = source_weights is None and target_weights is None
+    if not uniform:
+        a = check_weights(source_weights, n, source_features, "source_weights")
+        b = check_weights(target_weights, m, source_features, "target_weights")
     c = _check_coefficient(coefficient)
 
     z = gradient_reversal(torch.cat([source_features, target_features], dim=0), c)
@@ -161,9 +163,14 @@ def domain_adversarial(
             f"discriminator must return one logit per sample, shape ({n + m}, 1) or ({n + m},), "
             f"got {tuple(logits.shape)}"
         )
-    if not bool(torch.isfinite(logits).all()):
+    if value_checks_enabled() and not bool(torch.isfinite(logits).all()):
         raise ValueError("discriminator output contains NaN or inf")
     ls, lt = logits[:n], logits[n:]
+    if uniform:  # the common case, with fewer ops in the hot loop: plain means
+        loss = 0.5 * (F.softplus(-ls).mean() + F.softplus(lt).mean())
+        with torch.no_grad():
+            acc = 0.5 * ((ls >= 0).to(logits.dtype).mean() + (lt < 0).to(logits.dtype).mean())
+        return loss, acc
     a = a.to(logits.dtype)
     b = b.to(logits.dtype)
     loss = 0.5 * ((a * F.softplus(-ls)).sum() + (b * F.softplus(lt)).sum())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -81,11 +81,12 @@ class StepOutput:
 
     Attributes:
         losses: name -> scalar tensor with gradient (e.g. ``{"classification": ..., "domain": ...}``).
-        metrics: name -> detached scalar logged beside the losses (e.g. a schedule value).
+        metrics: name -> scalar logged beside the losses: a tensor (detached by the trainer)
+            or a plain Python number (e.g. a schedule value, cheaper than a new tensor).
     """
 
     losses: Dict[str, Tensor]
-    metrics: Dict[str, Tensor] = field(default_factory=dict)
+    metrics: Dict[str, Union[Tensor, float]] = field(default_factory=dict)
 
 
 def dann_warmup(fraction: float, gamma: float = 10.0) -> float:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-import torch
 
 from ..losses import domain_adversarial
 from ..models import AdaptModel, DomainDiscriminator
@@ -65,7 +64,7 @@ class DANN(Method):
         domain, accuracy = domain_adversarial(fs, ft, self.discriminator, coefficient=lam)
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y), "domain": domain},
-            {"discriminator_accuracy": accuracy, "grl_coefficient": torch.tensor(lam)},
+            {"discriminator_accuracy": accuracy, "grl_coefficient": lam},
         )
 
     def hparams(self) -> Dict[str, Any]:
