@@ -11,15 +11,6 @@ from torch import nn
 from adaptlib.losses import GradientReversal, domain_adversarial, entropy, gradient_reversal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
-    the (2-core) machine is shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 # ------------------------------------------------------------------ gradient reversal
 @pytest.mark.parametrize("lam", [0.0, 0.37, 1.0, 5.0])

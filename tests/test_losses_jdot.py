@@ -10,15 +10,6 @@ import torch
 from adaptlib.losses import JDOTResult, jdot
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
-    the (2-core) machine is shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture
 def rng():

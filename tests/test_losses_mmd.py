@@ -14,15 +14,6 @@ from adaptlib.losses import JMMDLoss, MMDLoss, gaussian_bandwidths, jmmd, mmd
 
 MULTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
-    the (2-core) machine is shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 
 # ------------------------------------------------------------------ reference implementation

@@ -16,15 +16,6 @@ from scipy.spatial.distance import cdist  # noqa: E402
 from adaptlib.losses import coral, mmd, sinkhorn, sinkhorn_divergence  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
-    the (2-core) machine is shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @settings(max_examples=30, deadline=None, database=None)
 @given(n=st.integers(1, 12), m=st.integers(1, 12), d=st.integers(1, 5), seed=st.integers(0, 2**31 - 1),

@@ -9,15 +9,6 @@ from scipy.spatial.distance import cdist
 
 from adaptlib.losses import SinkhornLoss, SinkhornResult, sinkhorn, sinkhorn_divergence
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-wait slowdowns when
-    the (2-core) machine is shared with other processes."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 
 def t64(a):

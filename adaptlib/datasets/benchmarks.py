@@ -146,8 +146,6 @@ class Benchmark:
             DatasetNotFoundError, ChecksumError: as in :func:`adaptlib.datasets.fetch`.
         """
         canon = self.resolve_task(task)
-        if self._build is None:
-            raise NotImplementedError(f"benchmark {self.name!r} has no loader")
         source, target_train, target_test = self._build(canon, root, download, **options)
         return TransferTask(self.name, canon, source, target_train, target_test)
 
