@@ -10,6 +10,15 @@ REPO = Path(__file__).resolve().parents[1]
 # small ops of these tests far slower, and results do not depend on it.
 torch.set_num_threads(1)
 
+try:  # property tests draw the same examples on every run, so the suite is deterministic;
+    # random exploration is the job of scripts/fuzz_losses.py.
+    from hypothesis import settings
+
+    settings.register_profile("adaptlib", derandomize=True)
+    settings.load_profile("adaptlib")
+except ImportError:  # hypothesis is in the dev extra; its tests skip without it
+    pass
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
