@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", type=Path, default=None, help="output folder (default: results/<benchmark>)")
     c.add_argument("--root", default=None, help="data folder (default: $ADAPTLIB_DATA, else ~/.cache/adaptlib)")
     c.add_argument("--download", action="store_true", help="download missing data files from the pinned mirrors")
-    c.add_argument("--workers", type=int, default=0, help="parallel processes (default: number of CPUs)")
+    c.add_argument("--workers", type=int, default=0, help="parallel processes (default: number of CPUs, at most 8)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = sub.add_parser("download", help="download and verify a benchmark's data files")

@@ -272,5 +272,5 @@ def get_benchmark(name: str) -> Benchmark:
         ValueError: unknown ``name``; the message lists the known benchmarks.
     """
     if not isinstance(name, str) or name not in BENCHMARKS:
-        raise ValueError(f"name must be one of {sorted(BENCHMARKS)}, got {name!r}")
+        raise ValueError(f"benchmark name must be one of {sorted(BENCHMARKS)}, got {name!r}")
     return BENCHMARKS[name]
