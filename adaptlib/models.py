@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["ModelOutput", "AdaptModel", "mlp", "DomainDiscriminator"]

@@ -1,7 +1,7 @@
 """DAN: deep adaptation by multi-kernel MMD on the bottleneck features."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import torch
 
