@@ -4,6 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton kernels are tested on the CPU through Triton's interpreter. The variable is read when
+# a kernel is defined, so it must be set before adaptlib's kernel modules are imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 # One intra-op thread: on a shared 2-core machine torch's default thread pool makes the many
@@ -40,3 +45,26 @@ def surf_small(data_root):
     si = torch.randperm(src.x.shape[0], generator=gen)[:120]
     ti = torch.randperm(tgt.x.shape[0], generator=gen)[:90]
     return src.x[si], src.y[si], tgt.x[ti], tgt.y[ti]
+
+
+def _triton_usable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+KERNEL_PATHS = ("dense", "tiled", "triton")
+
+
+@pytest.fixture(params=KERNEL_PATHS)
+def kernel_path(request) -> str:
+    """Every loss test that takes this fixture runs once per computation path of the losses.
+
+    ``"triton"`` runs the fused kernels, on the CPU under ``TRITON_INTERPRET=1`` (as in CI),
+    and is skipped where Triton is not installed.
+    """
+    if request.param == "triton" and not _triton_usable():
+        pytest.skip("triton is not installed (pip install -e '.[triton]')")
+    return request.param
