@@ -14,10 +14,15 @@ Functional losses (tensors in, scalar tensor or result dataclass out) and thin
 
 All functions validate their inputs (errors name the offending argument), work in float32
 and float64 on the inputs' device, and floor every data-derived scale so that identical or
-constant inputs never produce NaN. The distance-based losses (MMD, JMMD, CORAL, Sinkhorn,
-JDOT) reject half precision with a ``TypeError``; :func:`domain_adversarial`,
-:func:`entropy` and :func:`gradient_reversal` accept it. ``scripts/fuzz_losses.py`` fuzzes
-all of them.
+constant inputs never produce NaN. MMD, JMMD, CORAL and Sinkhorn also accept float16 and
+bfloat16 inputs (e.g. under ``torch.autocast``): they compute and return float32, and the
+gradients come back in the input dtype. JDOT rejects half precision with a ``TypeError``;
+:func:`domain_adversarial`, :func:`entropy` and :func:`gradient_reversal` compute in the
+input dtype. ``scripts/fuzz_losses.py`` fuzzes all of them.
+
+``mmd``, ``jmmd``, ``sinkhorn`` and ``sinkhorn_divergence`` run along one of three
+computation paths (``path="dense"``, ``"tiled"`` or ``"triton"``; ``"auto"`` by default),
+described in :mod:`adaptlib.kernels`.
 """
 from .adversarial import domain_adversarial, entropy, gradient_reversal
 from .coral import coral

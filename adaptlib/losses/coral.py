@@ -6,6 +6,7 @@ Reference:
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ._validate import check_feature_pair
@@ -42,17 +43,18 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
     :math:`O((N+M) d^2)`; that form is clamped at 0 against rounding.
 
     Args:
-        source: ``(N, d)`` floating-point source features, ``N >= 2``.
+        source: ``(N, d)`` floating-point source features, ``N >= 2``. float16 and
+            bfloat16 inputs are computed in float32 (the result is then float32 and the
+            gradients come back in the input dtype).
         target: ``(M, d)`` target features, ``M >= 2``; same ``d``, dtype and device as
             ``source`` (``N`` and ``M`` may differ).
 
     Returns:
-        Scalar tensor (dtype/device of ``source``) in squared feature units, differentiable
-        w.r.t. both inputs.
+        Scalar tensor (dtype/device of ``source``; float32 for half-precision inputs) in
+        squared feature units, differentiable w.r.t. both inputs.
 
     Raises:
-        TypeError: non-tensor or non-floating input, half precision (only float32 and
-            float64 are supported), dtype mismatch.
+        TypeError: non-tensor or non-floating input, dtype mismatch.
         ValueError: wrong shapes, fewer than 2 rows (naming ``source`` or ``target``),
             feature-dimension or device mismatch, NaN/inf.
 
@@ -64,7 +66,9 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
         >>> bool(coral(xs, 2.0 * xs) > 0)               # a rescaling is not
         True
     """
-    check_feature_pair(source, target, "source", "target")
+    check_feature_pair(source, target, "source", "target", half_ok=True)
+    if source.dtype in (torch.float16, torch.bfloat16):  # accumulate in float32
+        source, target = source.float(), target.float()
     _check_two_rows(source, "source")
     _check_two_rows(target, "target")
     n, d = source.shape

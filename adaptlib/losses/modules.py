@@ -23,6 +23,7 @@ from .mmd import (
     jmmd,
     mmd,
 )
+from ..kernels import check_path
 from .sinkhorn import _check_options, _check_scaling, sinkhorn
 
 __all__ = ["MMDLoss", "JMMDLoss", "CORALLoss", "SinkhornLoss", "GradientReversal"]
@@ -32,7 +33,8 @@ class MMDLoss(nn.Module):
     r"""Module form of :func:`~adaptlib.losses.mmd` (multi-kernel Gaussian MMD², DAN).
 
     Args: the keyword options of :func:`~adaptlib.losses.mmd` (``bandwidths``,
-    ``heuristic``, ``multipliers``, ``estimator``, ``kernel_weights``, ``generator``).
+    ``heuristic``, ``multipliers``, ``estimator``, ``kernel_weights``, ``generator``,
+    ``path``, ``block_size``).
 
     Inputs: ``source`` ``(N, D)``, ``target`` ``(M, D)``, optional ``source_weights``
     ``(N,)`` and ``target_weights`` ``(M,)``. Output: scalar MMD² estimate.
@@ -56,11 +58,15 @@ class MMDLoss(nn.Module):
         estimator: str = "biased",
         kernel_weights: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        path: str = "auto",
+        block_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice(heuristic, "heuristic", HEURISTICS)
         check_choice(estimator, "estimator", ESTIMATORS)
         _check_generator(generator)
+        self.path = check_path(path)
+        self.block_size = block_size
         self.bandwidths = bandwidths
         self.heuristic = heuristic
         self.multipliers = _check_multipliers(multipliers)
@@ -86,18 +92,21 @@ class MMDLoss(nn.Module):
             target_weights=target_weights,
             kernel_weights=self.kernel_weights,
             generator=self.generator,
+            path=self.path,
+            block_size=self.block_size,
         )
 
     def extra_repr(self) -> str:
         bw = "heuristic" if self.bandwidths is None else "fixed"
-        return f"estimator={self.estimator!r}, bandwidths={bw}, heuristic={self.heuristic!r}, multipliers={self.multipliers}"
+        return (f"estimator={self.estimator!r}, bandwidths={bw}, heuristic={self.heuristic!r}, "
+                f"multipliers={self.multipliers}, path={self.path!r}")
 
 
 class JMMDLoss(nn.Module):
     r"""Module form of :func:`~adaptlib.losses.jmmd` (joint MMD², JAN).
 
     Args: the keyword options of :func:`~adaptlib.losses.jmmd` (``bandwidths``,
-    ``multipliers``, ``heuristic``, ``estimator``, ``generator``).
+    ``multipliers``, ``heuristic``, ``estimator``, ``generator``, ``path``, ``block_size``).
 
     Inputs: ``sources`` and ``targets``, lists of ``L`` tensors ``(N, D_l)`` / ``(M, D_l)``.
     Output: scalar JMMD² estimate.
@@ -119,11 +128,15 @@ class JMMDLoss(nn.Module):
         heuristic: str = "median",
         estimator: str = "biased",
         generator: Optional[torch.Generator] = None,
+        path: str = "auto",
+        block_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice(heuristic, "heuristic", HEURISTICS)
         check_choice(estimator, "estimator", ESTIMATORS)
         _check_generator(generator)
+        self.path = check_path(path)
+        self.block_size = block_size
         if multipliers is not None:
             multipliers = [_check_multipliers(mu, f"multipliers[{l}]") for l, mu in enumerate(multipliers)]
         self.bandwidths = bandwidths
@@ -141,10 +154,12 @@ class JMMDLoss(nn.Module):
             heuristic=self.heuristic,
             estimator=self.estimator,
             generator=self.generator,
+            path=self.path,
+            block_size=self.block_size,
         )
 
     def extra_repr(self) -> str:
-        return f"estimator={self.estimator!r}, heuristic={self.heuristic!r}"
+        return f"estimator={self.estimator!r}, heuristic={self.heuristic!r}, path={self.path!r}"
 
 
 class CORALLoss(nn.Module):
