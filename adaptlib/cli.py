@@ -1,4 +1,4 @@
-"""Command line: ``adaptlib compare``, ``adaptlib download``, ``adaptlib list``."""
+"""Command line: ``adaptlib compare``, ``adaptlib study``, ``adaptlib download``, ``adaptlib list``."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +42,57 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default=None, help="data folder (default: $ADAPTLIB_DATA, else ~/.cache/adaptlib)")
 
     sub.add_parser("list", help="list benchmarks, their tasks, and methods")
+
+    s = sub.add_parser("study", help="comparison studies: hyper-parameter search, validators, records, reports")
+    ssub = s.add_subparsers(dest="study_command", required=True)
+    sr = ssub.add_parser("run", help="run (or resume) every run of a study file not yet recorded")
+    sr.add_argument("study", type=Path, help="study file (TOML), e.g. studies/office-caltech10-surf.toml")
+    sr.add_argument("--workers", type=int, default=0,
+                    help="local processes, one torch thread each (default: number of CPUs, at most 8; 1: in-process)")
+    sr.add_argument("--scheduler", default=None,
+                    help="Dask scheduler address (e.g. tcp://host:8786); runs then execute on that cluster")
+    sr.add_argument("--root", default=None, help="data folder (default: the file's root, $ADAPTLIB_DATA, the cache)")
+    sr.add_argument("--database", type=Path, default=None, help="records file (default: the file's database)")
+    sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    st = ssub.add_parser("status", help="runs done / total per method and task")
+    st.add_argument("study", type=Path)
+    st.add_argument("--database", type=Path, default=None, help="records file (default: the file's database)")
+    sp = ssub.add_parser("report", help="tables and figures from a study's records")
+    sp.add_argument("study", type=Path)
+    sp.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: the records file's folder/report)")
+    sp.add_argument("--database", type=Path, default=None, help="records file (default: the file's database)")
     return p
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .studies import RecordStore, load_study, run_study, study_status
+
+    study = load_study(args.study, root=getattr(args, "root", None), database=args.database)
+    if args.study_command == "run":
+        summary = run_study(study, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+        print(f"study {study.name}: {summary.ran} runs recorded in {summary.seconds:.0f} s "
+              f"({summary.already_done} already done, {summary.diverged} diverged, {summary.retried} resubmitted); "
+              f"records: {study.database}")
+        return 0
+    if args.study_command == "status":
+        status = study_status(study)
+        print(f"study {study.name} ({study.benchmark}): {status['done']}/{status['total']} runs done, "
+              f"{status['diverged']} diverged, {status['launches']} launch(es); records: {study.database}")
+        width = max(len(m) for m in status["methods"])
+        for method, row in status["methods"].items():
+            secs = f"{row['mean_seconds']:.1f} s/run" if row["mean_seconds"] is not None else "-"
+            print(f"  {method:<{width}}  {row['done']:>5}/{row['total']:<5} diverged {row['diverged']:<3} {secs}")
+        print("  tasks: " + ", ".join(f"{t} {r['done']}/{r['total']}" for t, r in status["tasks"].items()))
+        return 0
+    from .studies.report import write_report
+
+    frame = RecordStore(study.database).frame()
+    out = args.out or study.database.parent / "report"
+    paths = write_report(frame, out, primary=study.selection, validators=list(study.validators),
+                         methods=list(study.methods))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -57,6 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("methods: " + ", ".join(f"{n}{' (uses target labels)' if c.uses_target_labels else ''}"
                                           for n, c in METHODS.items()))
             return 0
+        if args.command == "study":
+            return _study(args)
         if args.command == "download":
             for path in datasets.download(args.benchmark, root=args.root):
                 print(path)

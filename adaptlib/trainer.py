@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -555,6 +555,8 @@ class Trainer:
         target_labeled: Optional[LabeledData] = None,
         eval_sets: Optional[Mapping[str, LabeledData]] = None,
         resume: Union[bool, str, os.PathLike] = False,
+        callback: Optional[Callable[["Trainer"], None]] = None,
+        callback_every: Optional[int] = None,
     ) -> History:
         """Train for ``steps`` steps and return the :class:`History`.
 
@@ -579,6 +581,13 @@ class Trainer:
                 continue from that checkpoint file. The returned history then holds the
                 records from before the interruption too. Pass the same data as the
                 interrupted run.
+            callback: called as ``callback(trainer)`` after every ``callback_every``-th step
+                and after the last one (once the step's logging, evaluation and checkpoint are
+                done; :attr:`step` is the number of steps done). It may evaluate the model
+                (e.g. the per-checkpoint validator scores of :mod:`adaptlib.studies`); the
+                model and the method are put back in training mode afterwards. It must not
+                change parameters, and should restore the global RNG state if it draws from it.
+            callback_every: steps between callback calls (default: ``checkpoint_every``).
 
         Raises:
             ValueError / TypeError: missing or malformed data, naming the argument: labels
@@ -594,6 +603,11 @@ class Trainer:
                 (a sign of 1-based or gapped labels; see :func:`adaptlib.encode_labels`).
         """
         method, model = self.method, self.model
+        if callback_every is not None and (not isinstance(callback_every, int) or callback_every <= 0):
+            raise ValueError(f"callback_every must be a positive integer or None, got {callback_every!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        every = callback_every or self.checkpoint_every
         num_classes = getattr(model, "num_classes", None)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         checkpoint = self._checkpoint_to_resume(resume)
@@ -703,6 +717,10 @@ class Trainer:
                     method.train()
                 bar.update(1)
                 self._after_step(sums, count)
+                if callback is not None and (self.step % every == 0 or self.step == self.steps):
+                    callback(self)
+                    model.train()
+                    method.train()
         finally:
             bar.close()
         model.eval()

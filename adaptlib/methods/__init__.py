@@ -12,6 +12,7 @@ from .dan import DAN
 from .dann import DANN
 from .finetune import FineTune
 from .jdot import DeepJDOT
+from .search_space import Choice, HParam, LogUniform, ScaledGrid, Uniform
 from .sinkhorn_align import SinkhornAlign
 from .source_only import SourceOnly
 
@@ -43,4 +44,5 @@ def get_method(method: Union[str, Method], **hparams: Any) -> Method:
 __all__ = [
     "Batch", "LabeledBatch", "UnlabeledBatch", "Progress", "StepOutput", "Method", "dann_warmup",
     "SourceOnly", "FineTune", "DANN", "DAN", "DeepCORAL", "DeepJDOT", "SinkhornAlign", "METHODS", "get_method",
+    "HParam", "Uniform", "LogUniform", "Choice", "ScaledGrid",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .. import distributed
 from .._checks import check_choice
 from ..models import AdaptModel, ModelOutput
+from .search_space import HParam
 
 __all__ = [
     "LabeledBatch",
@@ -123,6 +124,9 @@ class Method(nn.Module, abc.ABC):
         uses_target: whether the method needs unlabelled target batches.
         uses_target_labels: whether it trains on a few labelled target samples (its
             accuracy is then not comparable with unsupervised methods, and reports say so).
+        search_space: name -> :class:`~adaptlib.methods.search_space.HParam` (default and
+            search distribution) of each tunable ``__init__`` argument; studies sample from it
+            (``adaptlib.studies``). The learning rate is the Trainer's and is declared there.
 
     Attribute ``alignment`` (``"local"`` or ``"global"``; the alignment methods take it as a
     constructor argument): in multi-process training, whether the alignment loss is computed
@@ -134,6 +138,7 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str] = "method"
     uses_target: ClassVar[bool] = True
     uses_target_labels: ClassVar[bool] = False
+    search_space: ClassVar[Mapping[str, HParam]] = {}
     alignment: str = "local"
 
     def setup(self, model: AdaptModel) -> None:

@@ -7,6 +7,7 @@ from .._checks import check_choice
 from ..losses import coral
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
+from .search_space import HParam, LogUniform
 
 
 class DeepCORAL(Method):
@@ -25,6 +26,10 @@ class DeepCORAL(Method):
     """
 
     name = "deep-coral"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "trade_off": HParam(1.0, LogUniform(0.1, 10.0)),
+    }
 
     def __init__(self, trade_off: float = 1.0, layer: str = "features", alignment: str = "local") -> None:
         super().__init__()

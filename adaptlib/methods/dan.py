@@ -9,6 +9,7 @@ from .._checks import check_choice
 from ..losses import mmd
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, dann_warmup, mean_cross_distance
+from .search_space import HParam, LogUniform, ScaledGrid
 
 
 class DAN(Method):
@@ -38,6 +39,12 @@ class DAN(Method):
     """
 
     name = "dan"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "trade_off": HParam(1.0, LogUniform(0.1, 10.0)),
+        # the whole bandwidth grid moved by one base scale in [1/4, 4]
+        "multipliers": HParam((0.25, 0.5, 1.0, 2.0, 4.0), ScaledGrid((0.25, 0.5, 1.0, 2.0, 4.0), 0.25, 4.0)),
+    }
 
     def __init__(
         self,

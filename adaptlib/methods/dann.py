@@ -7,6 +7,7 @@ from typing import Any, Dict
 from ..losses import domain_adversarial
 from ..models import AdaptModel, DomainDiscriminator
 from .base import Batch, Method, Progress, StepOutput, dann_warmup
+from .search_space import Choice, HParam, LogUniform
 
 
 class DANN(Method):
@@ -37,6 +38,12 @@ class DANN(Method):
     """
 
     name = "dann"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "trade_off": HParam(1.0, LogUniform(0.1, 10.0)),
+        "gamma": HParam(10.0, LogUniform(3.0, 30.0)),
+        "hidden_dim": HParam(256, Choice((64, 128, 256))),
+    }
 
     def __init__(self, trade_off: float = 1.0, gamma: float = 10.0, hidden_dim: int = 256, dropout: float = 0.5,
                  alignment: str = "local") -> None:

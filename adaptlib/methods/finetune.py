@@ -7,6 +7,7 @@ import torch
 
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
+from .search_space import HParam, Choice, Uniform
 
 
 class FineTune(Method):
@@ -34,6 +35,11 @@ class FineTune(Method):
     """
 
     name = "finetune"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "source_fraction": HParam(0.5, Uniform(0.3, 0.8)),
+        "l2sp": HParam(0.0, Choice((0.0, 0.001, 0.01, 0.1))),
+    }
     uses_target = False
     uses_target_labels = True
 

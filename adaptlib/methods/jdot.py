@@ -7,6 +7,7 @@ from .._checks import check_choice
 from ..losses import jdot
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
+from .search_space import HParam, LogUniform
 
 
 class DeepJDOT(Method):
@@ -34,6 +35,11 @@ class DeepJDOT(Method):
     """
 
     name = "deepjdot"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "alpha": HParam(0.1, LogUniform(0.01, 1.0)),
+        "label_weight": HParam(0.1, LogUniform(0.01, 1.0)),
+    }
 
     def __init__(self, alpha: float = 0.1, label_weight: float = 0.1, solver: str = "emd", epsilon: float = 0.05,
                  normalize: bool = True, alignment: str = "local") -> None:

@@ -9,6 +9,7 @@ import torch
 from ..losses import sinkhorn, sinkhorn_divergence
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
+from .search_space import HParam, LogUniform
 
 
 class SinkhornAlign(Method):
@@ -34,6 +35,11 @@ class SinkhornAlign(Method):
     """
 
     name = "sinkhorn"
+    #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
+    search_space = {
+        "trade_off": HParam(0.3, LogUniform(0.03, 3.0)),
+        "epsilon": HParam(0.3, LogUniform(0.05, 1.0)),
+    }
 
     def __init__(self, trade_off: float = 0.3, epsilon: float = 0.3, debiased: bool = True,
                  max_iter: int = 100, tol: float = 1e-4, alignment: str = "local") -> None:
