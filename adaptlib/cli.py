@@ -88,9 +88,18 @@ def _study(args: argparse.Namespace) -> int:
     from .studies.report import write_report
 
     frame = RecordStore(study.database).frame()
+    if frame.empty:
+        print(f"adaptlib: error: no finished run in {study.database} yet", file=sys.stderr)
+        return 2
+    status = study_status(study)
+    methods = [m for m in study.methods if m in set(frame["method"])]
+    if status["done"] < status["total"]:  # a report of a study still running (or stopped)
+        missing = [m for m in study.methods if m not in methods]
+        print(f"adaptlib: warning: partial report, {status['done']}/{status['total']} runs done"
+              + (f"; no record yet for {missing}" if missing else ""), file=sys.stderr)
     out = args.out or study.database.parent / "report"
     paths = write_report(frame, out, primary=study.selection, validators=list(study.validators),
-                         methods=list(study.methods))
+                         methods=methods)
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
