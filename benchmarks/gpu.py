@@ -28,7 +28,6 @@ logic on the CPU at small sizes, to check the script itself).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import re

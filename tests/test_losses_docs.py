@@ -41,7 +41,7 @@ def test_public_functions_document_their_contract(name):
 
 def test_public_api_is_complete():
     expected = {"mmd", "jmmd", "gaussian_bandwidths", "coral", "sinkhorn", "SinkhornResult",
-                "sinkhorn_divergence", "jdot", "JDOTResult", "gradient_reversal",
+                "sinkhorn_divergence", "sinkhorn_plan", "jdot", "JDOTResult", "gradient_reversal",
                 "domain_adversarial", "entropy", "MMDLoss", "JMMDLoss", "CORALLoss",
                 "SinkhornLoss", "GradientReversal"}
     assert set(losses.__all__) == expected

@@ -228,8 +228,9 @@ def test_sinkhorn_scaling_argument_is_checked():
 
 def test_non_finite_with_scaling_is_never_converged():
     # (without scaling: test_losses_sinkhorn.test_non_finite_is_never_converged)
-    c = torch.full((2, 3), 3e38)
-    c[0, 0] = 0.0
+    # cost entries of +-3e38: their differences overflow float32 (a cost with one 0 and the
+    # rest 3e38 is solved exactly, value 2e38 as ot.emd2 gives, so it no longer serves here)
+    c = torch.tensor([[3e38, -3e38, 1.0], [0.0, 3e38, -3e38]])
     with pytest.warns(RuntimeWarning, match="non-finite"):
         res = sinkhorn(None, None, cost=c, epsilon=1e-3, scaling=0.5)
     assert not res.converged
@@ -382,11 +383,35 @@ def test_invalid_inputs_name_the_argument(name):
     # (the meta device stands in for an accelerator on CPU-only machines)
     with pytest.raises(ValueError, match=f"{re.escape(tgt)} must be on the same device"):
         _call(name, x, torch.empty(6, 3, device="meta"))
-    if name == "domain_adversarial":
+    if name in HALF_COMPUTED_IN_FLOAT32 or name == "domain_adversarial":
         return
-    for half in (torch.float16, torch.bfloat16):  # not supported by the distance losses
+    for half in (torch.float16, torch.bfloat16):  # jdot keeps float32/float64 only
         with pytest.raises(TypeError, match=f"{re.escape(src)} must be float32 or float64"):
             _call(name, x.to(half), y.to(half))
+
+
+# The distance losses accept float16/bfloat16 and compute in float32 (issue 3).
+HALF_COMPUTED_IN_FLOAT32 = ["mmd", "jmmd", "coral", "sinkhorn", "sinkhorn_divergence"]
+
+
+def _value(out):
+    return out.value if hasattr(out, "value") else out
+
+
+@pytest.mark.parametrize("name", HALF_COMPUTED_IN_FLOAT32)
+def test_half_precision_is_computed_in_float32(name):
+    """float16/bfloat16 inputs: a finite float32 value equal to the float32 computation on the
+    same (rounded) inputs, and finite gradients in the input dtype."""
+    g = torch.Generator().manual_seed(3)
+    x32, y32 = torch.randn(12, 4, generator=g), torch.randn(9, 4, generator=g) + 0.5
+    for half in (torch.float16, torch.bfloat16):
+        xh, yh = leaf(x32.to(half)), leaf(y32.to(half))
+        v = _value(_call(name, xh, yh))
+        gx, gy = grads_of(v, xh, yh)
+        assert v.dtype == torch.float32 and gx.dtype == half and gy.dtype == half
+        assert all_finite(v, gx, gy)
+        ref = _value(_call(name, xh.detach().float(), yh.detach().float()))
+        assert float(v.detach()) == pytest.approx(float(ref), rel=1e-4, abs=1e-6)
 
 
 def test_half_precision_where_it_is_supported():
@@ -399,7 +424,7 @@ def test_half_precision_where_it_is_supported():
         z = leaf(torch.tensor([[1e4, 0.0, -1e4], [0.0, 0.0, 0.0]]).to(half))
         h = entropy(z)
         (gz,) = grads_of(h, z)
-        assert all_finite(h, gz) and float(h) == pytest.approx(math.log(3) / 2, rel=1e-2)
+        assert all_finite(h, gz) and float(h.detach()) == pytest.approx(math.log(3) / 2, rel=1e-2)
 
 
 def test_sinkhorn_cost_and_jdot_labels_name_the_argument():

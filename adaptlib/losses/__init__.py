@@ -7,7 +7,8 @@ Functional losses (tensors in, scalar tensor or result dataclass out) and thin
   MMD² (JAN).
 * :func:`coral`: Deep CORAL.
 * :func:`sinkhorn` / :class:`SinkhornResult`, :func:`sinkhorn_divergence`: entropic OT and
-  its debiased divergence.
+  its debiased divergence; :func:`sinkhorn_plan` recomputes the transport plan (or a block of
+  it) from the potentials when the tiled or Triton path did not form it.
 * :func:`jdot` / :class:`JDOTResult`: DeepJDOT joint feature/label OT loss.
 * :func:`gradient_reversal`, :func:`domain_adversarial`, :func:`entropy`: DANN building
   blocks and the entropy regulariser.
@@ -29,7 +30,7 @@ from .coral import coral
 from .jdot import JDOTResult, jdot
 from .mmd import gaussian_bandwidths, jmmd, mmd
 from .modules import CORALLoss, GradientReversal, JMMDLoss, MMDLoss, SinkhornLoss
-from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_divergence
+from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_divergence, sinkhorn_plan
 
 __all__ = [
     "mmd",
@@ -39,6 +40,7 @@ __all__ = [
     "sinkhorn",
     "SinkhornResult",
     "sinkhorn_divergence",
+    "sinkhorn_plan",
     "jdot",
     "JDOTResult",
     "gradient_reversal",

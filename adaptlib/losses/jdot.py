@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -77,6 +78,7 @@ def jdot(
     label_weight: float = 1.0,
     solver: str = "emd",
     epsilon: float = 0.05,
+    scaling: Optional[float] = None,
 ) -> JDOTResult:
     r"""DeepJDOT alignment loss: optimal transport on the joint (feature, label) space.
 
@@ -112,6 +114,8 @@ def jdot(
         label_weight: weight :math:`\lambda \ge 0` of the label term (nats).
         solver: ``"emd"`` or ``"sinkhorn"``.
         epsilon: entropic regularisation for ``"sinkhorn"``, absolute in cost units.
+        scaling: ``None`` or the epsilon-scaling ratio in (0, 1) passed to
+            :func:`~adaptlib.losses.sinkhorn` for ``"sinkhorn"`` (use it for small ``epsilon``).
 
     Returns:
         :class:`JDOTResult` with ``value = feature_cost + label_cost``.
@@ -166,7 +170,7 @@ def jdot(
     if solver == "emd":
         plan = _emd_plan(cost)
     else:
-        res = sinkhorn(None, None, epsilon=eps, cost=cost.detach())
+        res = sinkhorn(None, None, epsilon=eps, cost=cost.detach(), scaling=scaling)
         if not res.converged:
             warnings.warn(
                 f"jdot: Sinkhorn did not converge (marginal error {res.marginal_error:.3g} after "

@@ -181,8 +181,9 @@ class CORALLoss(nn.Module):
 class SinkhornLoss(nn.Module):
     r"""Module form of :func:`~adaptlib.losses.sinkhorn` returning the entropic OT value.
 
-    Args: ``epsilon`` (absolute, squared feature units), ``max_iter``, ``tol`` and
-    ``scaling`` (epsilon scaling, default off), as in :func:`~adaptlib.losses.sinkhorn`.
+    Args: ``epsilon`` (absolute, squared feature units), ``max_iter``, ``tol``,
+    ``scaling`` (epsilon scaling, default off), ``path`` and ``block_size``, as in
+    :func:`~adaptlib.losses.sinkhorn`.
 
     Inputs: ``source`` ``(N, D)``, ``target`` ``(M, D)``, optional weights ``(N,)``,
     ``(M,)``. Output: scalar :math:`\mathrm{OT}_\varepsilon` (``SinkhornResult.value``),
@@ -201,10 +202,14 @@ class SinkhornLoss(nn.Module):
         max_iter: int = 1000,
         tol: float = 1e-6,
         scaling: Optional[float] = None,
+        path: str = "auto",
+        block_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.epsilon, self.max_iter, self.tol = _check_options(epsilon, max_iter, tol)
         self.scaling = _check_scaling(scaling)
+        self.path = check_path(path)
+        self.block_size = block_size
 
     def forward(
         self,
@@ -222,10 +227,12 @@ class SinkhornLoss(nn.Module):
             max_iter=self.max_iter,
             tol=self.tol,
             scaling=self.scaling,
+            path=self.path,
+            block_size=self.block_size,
         ).value
 
     def extra_repr(self) -> str:
-        return f"epsilon={self.epsilon}, max_iter={self.max_iter}, tol={self.tol}"
+        return f"epsilon={self.epsilon}, max_iter={self.max_iter}, tol={self.tol}, path={self.path!r}"
 
 
 class GradientReversal(nn.Module):
