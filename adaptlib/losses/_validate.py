@@ -8,7 +8,8 @@ of a failure inside a reduction.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import contextlib
+from typing import ContextManager, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -52,3 +53,18 @@ def check_feature_pair(x: object, y: object, x_name: str, y_name: str, *, half_o
     check_features(x, x_name)
     check_features(y, y_name)
     check_same_space(x, y, x_name, y_name)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a distance loss computes in: float64 stays float64; float32, float16 and
+    bfloat16 are computed in float32 (squared distances and their exponentials overflow or
+    lose all precision in half precision)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def no_autocast(device: torch.device) -> ContextManager:
+    """Disable ``torch.autocast`` on ``device`` (it would run the distance matmuls in half
+    precision); a no-op context on other device types."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()

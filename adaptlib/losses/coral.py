@@ -6,10 +6,9 @@ Reference:
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from ._validate import check_feature_pair
+from ._validate import check_feature_pair, compute_dtype, no_autocast
 
 __all__ = ["coral"]
 
@@ -67,10 +66,15 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
         True
     """
     check_feature_pair(source, target, "source", "target", half_ok=True)
-    if source.dtype in (torch.float16, torch.bfloat16):  # accumulate in float32
-        source, target = source.float(), target.float()
     _check_two_rows(source, "source")
     _check_two_rows(target, "target")
+    with no_autocast(source.device):  # half inputs (or autocast): accumulate in float32
+        cd = compute_dtype(source.dtype)
+        return _coral(source.to(cd), target.to(cd))
+
+
+def _coral(source: Tensor, target: Tensor) -> Tensor:
+    """The loss of :func:`coral` on checked inputs of the compute dtype."""
     n, d = source.shape
     m = target.shape[0]
     xs = source - source.mean(dim=0, keepdim=True)

@@ -23,7 +23,6 @@ same pass as the value (once differentiable). All paths use the same data-driven
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -33,7 +32,7 @@ from torch import Tensor
 from .._checks import check_choice, check_features, check_same_space, check_weights
 from ..kernels import check_path, resolve_path
 from ..kernels.mmd_tiled import DEFAULT_BLOCK, LayerSpec, PairSpec, geometric_squarings, pair_value
-from ._validate import check_feature_pair, check_same_kind, check_tensor_kind
+from ._validate import check_feature_pair, check_same_kind, check_tensor_kind, compute_dtype, no_autocast
 
 __all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
 
@@ -328,16 +327,6 @@ def _heuristic_sigmas(z: Tensor, heuristic: str, multipliers, sq: Optional[Tenso
         return gaussian_bandwidths(sq, heuristic, multipliers)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float32 and half precision are computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _no_autocast(device: torch.device):
-    """Disable autocast around the computation (distances need float32 or better)."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _check_block_size(block_size: object) -> Optional[int]:
@@ -556,8 +545,8 @@ def mmd(
     _check_generator(generator)
     n, m = source.shape[0], target.shape[0]
     _check_rows(n, m, estimator, "source", "target")
-    with _no_autocast(source.device):
-        cd = _compute_dtype(source.dtype)
+    with no_autocast(source.device):
+        cd = compute_dtype(source.dtype)
         return _mmd(source.to(cd), target.to(cd), bandwidths, heuristic, mults, estimator,
                     source_weights, target_weights, kernel_weights, generator, path, block_size)
 
@@ -734,8 +723,8 @@ def jmmd(
         bws = list(bandwidths)
     n, m = srcs[0].shape[0], tgts[0].shape[0]
     _check_rows(n, m, estimator, "sources", "targets")
-    with _no_autocast(srcs[0].device):
-        cd = _compute_dtype(srcs[0].dtype)
+    with no_autocast(srcs[0].device):
+        cd = compute_dtype(srcs[0].dtype)
         return _jmmd([t.to(cd) for t in srcs], [t.to(cd) for t in tgts], bws, mults, heuristic,
                      estimator, generator, path, block_size)
 

@@ -12,7 +12,6 @@ References:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from torch import Tensor
 from .._checks import check_features, check_positive, check_weights
 from ..kernels import check_path, resolve_path
 from ..kernels import sinkhorn_tiled as _tiled
-from ._validate import check_feature_pair, check_tensor_kind
+from ._validate import check_feature_pair, check_tensor_kind, compute_dtype, no_autocast
 
 __all__ = ["sinkhorn", "SinkhornResult", "sinkhorn_divergence", "sinkhorn_plan"]
 
@@ -602,16 +601,6 @@ def _frobenius(p: Tensor, c: Tensor, rows: int = 256) -> Tensor:
     return sum(((p[i:i + rows] * c[i:i + rows]).sum() for i in range(0, p.shape[0], rows)), p.new_zeros(()))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float32, float16 and bfloat16 are computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _no_autocast(device: torch.device):
-    """Disable autocast (which would run the cost matmuls in half precision) on ``device``."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _check_eps_dtype(eps: float, dtype: torch.dtype) -> None:
@@ -862,7 +851,7 @@ def sinkhorn(
     if source is None or target is None:
         raise ValueError("source and target are required unless cost is given")
     check_feature_pair(source, target, "source", "target", half_ok=True)
-    cd = _compute_dtype(source.dtype)
+    cd = compute_dtype(source.dtype)
     n, m = source.shape[0], target.shape[0]
     itemsize = torch.empty((), dtype=cd).element_size()
     p = resolve_path(path, source.device, 2 * n * m * itemsize)
@@ -872,7 +861,7 @@ def sinkhorn(
     b = check_weights(target_weights, m, like, "target_weights")
     a_d, b_d = a.detach(), b.detach()
     f0, g0 = (None, None) if init is None else _check_init(init, n, m, like)
-    with _no_autocast(source.device), torch.no_grad():
+    with no_autocast(source.device), torch.no_grad():
         xs, ys = _shifted(source, target, cd)
         if p == "dense":
             C = _sq_cost_nograd(xs, ys)
@@ -1037,13 +1026,13 @@ def sinkhorn_plan(
             f"result has potentials of shapes {tuple(result.f.shape)}, {tuple(result.g.shape)}; "
             f"source and target have {n} and {m} rows"
         )
-    cd = _compute_dtype(source.dtype)
+    cd = compute_dtype(source.dtype)
     like = torch.empty(0, dtype=cd, device=source.device)
     a = check_weights(source_weights, n, like, "source_weights").detach()
     b = check_weights(target_weights, m, like, "target_weights").detach()
     rows = slice(None) if rows is None else rows
     cols = slice(None) if cols is None else cols
-    with _no_autocast(source.device), torch.no_grad():
+    with no_autocast(source.device), torch.no_grad():
         xs, ys = _shifted(source, target, cd)
         f, g = result.f.to(cd), result.g.to(cd)
         return _tiled.plan_block(
@@ -1063,11 +1052,11 @@ def _self_ot(
     block: Optional[int] = None,
 ) -> Tuple[Tensor, bool]:
     """Differentiable OT_eps(a, a) for one cloud via the symmetric iterations (``path`` concrete)."""
-    cd = _compute_dtype(x.dtype)
+    cd = compute_dtype(x.dtype)
     like = torch.empty(0, dtype=cd, device=x.device)
     a = check_weights(w, x.shape[0], like, name)
     a_d = a.detach()
-    with _no_autocast(x.device), torch.no_grad():
+    with no_autocast(x.device), torch.no_grad():
         xs, _ = _shifted(x, x[:1], cd)
         if path == "dense":
             C = _sq_cost_nograd(xs, xs)
@@ -1187,7 +1176,7 @@ def sinkhorn_divergence(
     scaling = _check_scaling(scaling)
     check_path(path)
     block = _check_block(block_size)
-    cd = _compute_dtype(source.dtype)
+    cd = compute_dtype(source.dtype)
     like = torch.empty(0, dtype=cd, device=source.device)
     a = check_weights(source_weights, source.shape[0], like, "source_weights")
     b = check_weights(target_weights, target.shape[0], like, "target_weights")
