@@ -17,30 +17,15 @@ import adaptlib.kernels as kernels
 import adaptlib.kernels.mmd_tiled as mmd_tiled
 from adaptlib.kernels.mmd_tiled import MAX_SQUARINGS, geometric_squarings, tile_blocks
 from adaptlib.losses import jmmd, mmd
+from test_losses_mmd import torch_ref_mmd
 
 MULTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 mmd_module = importlib.import_module("adaptlib.losses.mmd")  # the package attribute is the function
 
 
 def ref_mmd(x, y, sigmas, estimator="biased", a=None, b=None, betas=None):
-    """float64 MMD² from explicit differences (differentiable)."""
-    x, y = x.double(), y.double()
-    n, m = x.shape[0], y.shape[0]
-    sig = [float(s) for s in sigmas]
-    betas = torch.full((len(sig),), 1.0 / len(sig), dtype=torch.float64) if betas is None else betas / betas.sum()
-    a = torch.full((n,), 1.0 / n, dtype=torch.float64) if a is None else a / a.sum()
-    b = torch.full((m,), 1.0 / m, dtype=torch.float64) if b is None else b / b.sum()
-
-    def k(u, v):
-        d2 = ((u[:, None, :] - v[None, :, :]) ** 2).sum(-1)
-        return sum(bt * torch.exp(-d2 / (2 * s * s)) for s, bt in zip(sig, betas))
-
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    if estimator == "unbiased":
-        kxx = kxx * (1 - torch.eye(n, dtype=torch.float64))
-        kyy = kyy * (1 - torch.eye(m, dtype=torch.float64))
-        return a @ kxx @ a / (1 - (a * a).sum()) + b @ kyy @ b / (1 - (b * b).sum()) - 2 * a @ kxy @ b
-    return a @ kxx @ a + b @ kyy @ b - 2 * a @ kxy @ b
+    """float64 MMD² from explicit differences (differentiable): test_losses_mmd's reference."""
+    return torch_ref_mmd(x.double(), y.double(), [float(s) for s in sigmas], betas, estimator, a, b)
 
 
 def median_sigmas(z, mults=MULTS):
