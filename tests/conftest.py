@@ -20,6 +20,8 @@ try:  # property tests draw the same examples on every run, so the suite is dete
     from hypothesis import settings
 
     settings.register_profile("adaptlib", derandomize=True)
+    # scripts/randomized_properties.py: `pytest --hypothesis-profile=randomized --hypothesis-seed=S`
+    settings.register_profile("randomized", derandomize=False, database=None, deadline=None)
     settings.load_profile("adaptlib")
 except ImportError:  # hypothesis is in the dev extra; its tests skip without it
     pass

@@ -192,19 +192,22 @@ def test_geometric_squarings_detection():
 # ------------------------------------------------------------------ bandwidth heuristic
 @pytest.mark.parametrize("heuristic", ["median", "mean"])
 def test_heuristic_subsample_above_threshold_is_shared_by_all_paths(monkeypatch, heuristic, kernel_path):
-    """Above the row threshold the heuristic uses rows floor(i P / S); all paths agree."""
+    """Above the row threshold the heuristic uses, per side, rows floor(i N / S_x) of the
+    source and floor(j M / S_y) of the target, S_x = floor(S N / P), S_y = floor(S M / P);
+    all paths agree, and swapping source and target selects the same rows."""
     monkeypatch.setattr(mmd_module, "HEURISTIC_MAX_ROWS", 10)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(14, 3, generator=g, dtype=torch.float64)
     y = torch.randn(11, 3, generator=g, dtype=torch.float64) * 2
-    z = torch.cat([x, y]).numpy()
-    rows = [(i * 25) // 10 for i in range(10)]
-    sub = z[rows]
-    d = np.sqrt(((sub[:, None] - sub[None]) ** 2).sum(-1))[np.triu_indices(10, 1)]
+    sx, sy = (10 * 14) // 25, (10 * 11) // 25  # 5 and 4 rows
+    sub = np.vstack([x.numpy()[[(i * 14) // sx for i in range(sx)]],
+                     y.numpy()[[(j * 11) // sy for j in range(sy)]]])
+    d = np.sqrt(((sub[:, None] - sub[None]) ** 2).sum(-1))[np.triu_indices(len(sub), 1)]
     h = np.sort(d)[(len(d) - 1) // 2] if heuristic == "median" else d.mean()
     expected = float(ref_mmd(x, y, [m * h for m in MULTS]))
     kw = {"path": kernel_path, "block_size": 16 if kernel_path == "triton" else 4}
     assert float(mmd(x, y, heuristic=heuristic, **kw)) == pytest.approx(expected, rel=1e-10)
+    assert float(mmd(y, x, heuristic=heuristic, **kw)) == pytest.approx(expected, rel=1e-10)
     sig_j = [m * h for m in MULTS]
     assert float(jmmd([x], [y], multipliers=[MULTS], heuristic=heuristic, **kw)) == pytest.approx(
         float(ref_mmd(x, y, sig_j)), rel=1e-10)

@@ -76,22 +76,35 @@ def _check_multipliers(multipliers: object, name: str = "multipliers") -> Tuple[
     return tuple(out)
 
 
-def _bandwidth_floor(max_sq_dist: Tensor, dtype: torch.dtype) -> Tensor:
-    """Smallest admissible bandwidth, in feature-distance units.
+#: Absolute floor of data-driven bandwidths, in feature units (the same for every dtype):
+#: distances below it are treated as duplicates by the heuristic, and no data-driven
+#: bandwidth is smaller. Features whose meaningful distances are below about 1e-5 should be
+#: rescaled or given explicit ``bandwidths``.
+MIN_BANDWIDTH: float = 1e-6
 
-    ``sqrt(eps) * max_distance`` is the resolution of distances obtained by the Gram-matrix
-    expansion (its squared distances carry an absolute error of about ``eps * max_dist^2``);
-    ``tiny ** 0.25`` keeps ``1 / (2 sigma^2)`` finite when every distance is exactly zero.
+
+def _bandwidth_floor(feature_norm: Tensor, dtype: torch.dtype) -> Tensor:
+    r"""Smallest admissible data-driven bandwidth, in feature-distance units.
+
+    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\,R,\ \sigma_{\mathrm{abs}})`
+    with :math:`R` the largest Euclidean norm of the input rows (the feature magnitude) and
+    :math:`\sigma_{\mathrm{abs}}` = :data:`MIN_BANDWIDTH`. ``sqrt(eps) * R`` is the
+    resolution of distances of points of norm ``R`` (a difference of ``1e-6`` between
+    features of size 3 does not exist in float32, and the Gram expansion of squared
+    distances carries an absolute error of about ``eps * R^2``); the absolute part keeps
+    clouds that are all (nearly) at the origin from getting a bandwidth of the size of
+    rounding noise, whose gradients would explode.
     """
-    info = torch.finfo(dtype)
-    rel = math.sqrt(info.eps) * max_sq_dist.clamp_min(0).sqrt()
-    return rel.clamp_min(info.tiny ** 0.25)
+    rel = math.sqrt(torch.finfo(dtype).eps) * feature_norm.clamp_min(0)
+    return rel.clamp_min(MIN_BANDWIDTH)
 
 
 def gaussian_bandwidths(
     sq_dists: Tensor,
     heuristic: str = "median",
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    *,
+    feature_norm: Optional[Union[float, Tensor]] = None,
 ) -> Tensor:
     r"""Gaussian kernel bandwidths from a data-driven distance scale.
 
@@ -101,12 +114,18 @@ def gaussian_bandwidths(
         \sigma_k = \max(m_k \, h,\ \sigma_{\min}), \qquad k = 1..K,
 
     where :math:`h` is the median (``heuristic="median"``) or the mean (``"mean"``) of the
-    Euclidean distances :math:`\sqrt{d^2}`, and the floor
-    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\,\max d,\ \mathrm{tiny}^{1/4})`
-    (machine epsilon and smallest normal number of the dtype) is the resolution of the
-    Gram-matrix distance computation. The floor makes identical or constant inputs give a
-    finite bandwidth (and hence an MMD of exactly 0 with finite gradients) instead of
-    ``0/0 = NaN``. The median is the lower median (an observed distance).
+    *non-zero* Euclidean distances :math:`\sqrt{d^2}`, those larger than the floor
+    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\, R,\ 10^{-6})`, with
+    :math:`R` the feature magnitude (``feature_norm``; machine epsilon of the dtype) and
+    :data:`MIN_BANDWIDTH` = ``1e-6`` an absolute floor in feature units. Distances at or below
+    the floor are duplicates up to the resolution of the data: with dead ReLU rows or
+    repeated samples they can be half or more of all pairs, and a plain median would then
+    be 0 (every bandwidth at the floor, so every non-duplicate pair has kernel 0, a constant
+    MMD and no gradient). If no distance is above the floor, :math:`h = 0` and every
+    bandwidth is :math:`\sigma_{\min}`: the points are identical to the data's resolution
+    and the MMD is about 0 with small gradients (not the ``0/0`` of a zero bandwidth, nor
+    the large value of a bandwidth of the size of rounding noise). The median is the lower
+    median (an observed distance).
 
     The result is computed under ``torch.no_grad`` semantics: it is detached, so no gradient
     flows through the bandwidth (as in DAN/JAN).
@@ -119,6 +138,10 @@ def gaussian_bandwidths(
             result has its dtype and device.
         heuristic: ``"median"`` or ``"mean"``.
         multipliers: ``K`` positive factors :math:`m_k` applied to :math:`h`.
+        feature_norm: the feature magnitude :math:`R` (largest Euclidean norm of the points
+            the distances come from, in feature units). ``None``: the largest distance,
+            which is within a factor 2 of it for centred data. :func:`mmd` and
+            :func:`jmmd` pass the largest row norm of the stacked batch.
 
     Returns:
         Tensor of shape ``(K,)``: bandwidths :math:`\sigma_k` in feature-distance units.
@@ -156,11 +179,21 @@ def gaussian_bandwidths(
     if not bool(torch.isfinite(vals).all()):
         raise ValueError("sq_dists contains NaN or inf")
     vals = vals.clamp_min(0)
-    if heuristic == "median":
-        h = vals.median().sqrt()
+    if feature_norm is None:
+        norm = vals.max().sqrt()
     else:
-        h = vals.sqrt().mean()
-    floor = _bandwidth_floor(vals.max(), vals.dtype)
+        norm = torch.as_tensor(feature_norm, dtype=vals.dtype, device=vals.device).detach()
+        if norm.numel() != 1 or not bool(torch.isfinite(norm)) or float(norm) < 0:
+            raise ValueError(f"feature_norm must be a finite non-negative number, got {feature_norm!r}")
+        norm = norm.reshape(())
+    floor = _bandwidth_floor(norm, vals.dtype)
+    nonzero = vals[vals > floor * floor]
+    if nonzero.numel() == 0:
+        h = torch.zeros((), dtype=vals.dtype, device=vals.device)
+    elif heuristic == "median":
+        h = nonzero.median().sqrt()
+    else:
+        h = nonzero.sqrt().mean()
     m = torch.tensor(mults, dtype=vals.dtype, device=vals.device)
     return torch.maximum(m * h, floor)
 
@@ -189,17 +222,34 @@ def _explicit_bandwidths(bandwidths: BandwidthSpec, like: Tensor, name: str) -> 
 # --------------------------------------------------------------------------------------
 # Kernel matrices and the shared estimator
 # --------------------------------------------------------------------------------------
-def _stacked_sq_dists(z: Tensor) -> Tensor:
-    """Pairwise squared distances ``(P, P)`` of the rows of ``z`` from one Gram matrix.
+def _centre(z: Tensor, n: int) -> Tensor:
+    """Detached centre of a stacked batch ``[source; target]`` with ``n`` source rows: the
+    midpoint of the first source row and the first target row.
 
-    The rows are first shifted by the (detached) first row; distances are translation
-    invariant, so values and gradients are unchanged, but the Gram expansion loses far less
-    precision for data with a large common offset, and identical rows give exactly 0.
+    Distances are translation invariant, so shifting by it changes no value or gradient, but
+    the Gram expansion loses far less precision for data with a large common offset. The
+    midpoint is the same when source and target are swapped, which keeps
+    ``mmd(x, y) == mmd(y, x)`` to rounding (a shift by the first row is not: it makes one
+    cloud exact and leaves the other with rounding noise of the size of its offset).
     """
-    z = z - z[:1].detach()
+    z = z.detach()
+    if n <= 0 or n >= z.shape[0]:
+        return z[:1]
+    return 0.5 * (z[:1] + z[n : n + 1])
+
+
+def _stacked_sq_dists(z: Tensor, centre: Tensor) -> Tensor:
+    """Pairwise squared distances ``(P, P)`` of the rows of ``z - centre`` from one Gram matrix."""
+    z = z - centre
     gram = z @ z.T
     sq_norms = gram.diagonal()
     return (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * gram).clamp_min(0)
+
+
+def _max_row_norm(*tensors: Tensor) -> Tensor:
+    """Largest Euclidean row norm over ``tensors`` (detached): the feature magnitude ``R``."""
+    with torch.no_grad():
+        return torch.stack([t.detach().norm(dim=1).max() for t in tensors if t.shape[0] > 0]).max()
 
 
 def _combined_gaussian(sq: Tensor, sigmas: Tensor, betas: Tensor) -> Tensor:
@@ -261,14 +311,19 @@ def _check_generator(generator: object) -> None:
 def _linear_indices(
     n: int, m: int, device: torch.device, generator: Optional[torch.Generator]
 ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Random equal-size subsets for the linear estimator when ``n != m`` (else no change)."""
+    """Random equal-size subsets for the linear estimator when ``n != m`` (else no change).
+
+    The smaller side's permutation is drawn first, then the larger side's, so that swapping
+    source and target (with the same generator state) selects the same rows of each cloud.
+    """
     if n == m:
         return None, None
     size = min(n, m)
     gdev = generator.device if generator is not None else torch.device("cpu")
-    ix = torch.randperm(n, generator=generator, device=gdev)[:size].to(device)
-    iy = torch.randperm(m, generator=generator, device=gdev)[:size].to(device)
-    return ix, iy
+    first = torch.randperm(size, generator=generator, device=gdev)
+    second = torch.randperm(max(n, m), generator=generator, device=gdev)[:size]
+    ix, iy = (first, second) if n < m else (second, first)
+    return ix.to(device), iy.to(device)
 
 
 def _linear_pair_sq_dists(x: Tensor, y: Tensor) -> Tensor:
@@ -289,44 +344,58 @@ def _check_rows(n: int, m: int, estimator: str, src: str, tgt: str) -> None:
 
 
 def _layer_sigmas(
-    sq: Tensor, bandwidths: Optional[BandwidthSpec], heuristic: str, multipliers, name: str
+    sq: Tensor, bandwidths: Optional[BandwidthSpec], heuristic: str, multipliers, name: str,
+    feature_norm: Tensor,
 ) -> Tensor:
     if bandwidths is not None:
         return _explicit_bandwidths(bandwidths, sq, name)
-    return gaussian_bandwidths(sq, heuristic, multipliers)
+    return gaussian_bandwidths(sq, heuristic, multipliers, feature_norm=feature_norm)
 
 
-def _heuristic_rows(p: int, device: torch.device) -> Optional[Tensor]:
-    """Rows used by the bandwidth heuristic: ``None`` (all) up to :data:`HEURISTIC_MAX_ROWS`,
-    else ``floor(i * p / S)`` for ``i = 0..S-1`` with ``S = HEURISTIC_MAX_ROWS``."""
+def _heuristic_rows(n: int, m: int, device: torch.device) -> Optional[Tensor]:
+    """Rows of the stacked batch used by the bandwidth heuristic.
+
+    ``None`` (all rows) up to :data:`HEURISTIC_MAX_ROWS` stacked rows; above it, with
+    ``S = HEURISTIC_MAX_ROWS`` and ``P = N + M``, the source rows ``floor(i N / S_x)`` for
+    ``i < S_x = max(1, floor(S N / P))`` and the target rows ``N + floor(j M / S_y)`` for
+    ``j < S_y = max(1, floor(S M / P))``: each side in proportion to its size, evenly
+    strided, and the same rows of each cloud when source and target are swapped.
+    """
+    p = n + m
     if p <= HEURISTIC_MAX_ROWS:
         return None
     s = HEURISTIC_MAX_ROWS
-    return torch.div(torch.arange(s, device=device) * p, s, rounding_mode="floor")
+    sx, sy = max(1, (s * n) // p), max(1, (s * m) // p)
+    src = torch.div(torch.arange(sx, device=device) * n, sx, rounding_mode="floor")
+    tgt = n + torch.div(torch.arange(sy, device=device) * m, sy, rounding_mode="floor")
+    return torch.cat([src, tgt])
 
 
-def _heuristic_sigmas(z: Tensor, heuristic: str, multipliers, sq: Optional[Tensor] = None) -> Tensor:
-    r"""Data-driven bandwidths of a stacked batch ``z`` ``(P, D)``, identical on every path.
+def _heuristic_sigmas(
+    z: Tensor, n: int, heuristic: str, multipliers, sq: Optional[Tensor] = None
+) -> Tensor:
+    r"""Data-driven bandwidths of a stacked batch ``z`` ``(P, D)`` with ``n`` source rows,
+    identical on every path.
 
     Up to :data:`HEURISTIC_MAX_ROWS` rows: :func:`gaussian_bandwidths` of all off-diagonal
     pairwise squared distances (``sq``, when the dense path already has them). Above it, of
-    the pairs of a deterministic evenly strided subsample of ``S = HEURISTIC_MAX_ROWS`` rows
-    (rows ``floor(i P / S)``, covering source and target in proportion), which costs one
-    ``S x S`` Gram matrix and a median of ``S(S-1)/2`` values: about 25 ms of CPU time in
-    all for ``S = 1024``, ``D = 256`` (0.14 s for ``S = 2048``), where ``torch.median`` alone
-    of all 33.5e6 pairs of ``P = 8192`` rows takes about 0.3 s (``kthvalue`` is ~1.4x slower
-    than ``median``). Detached.
+    the pairs of the deterministic strided subsample of :func:`_heuristic_rows` (covering
+    source and target in proportion), which costs one ``S x S`` Gram matrix and a median of
+    ``S(S-1)/2`` values: about 25 ms of CPU time in all for ``S = 1024``, ``D = 256``
+    (0.14 s for ``S = 2048``), where ``torch.median`` alone of all 33.5e6 pairs of
+    ``P = 8192`` rows takes about 0.3 s. The feature magnitude of the floor is the largest
+    row norm of the whole batch. Detached.
     """
     with torch.no_grad():
-        rows = _heuristic_rows(z.shape[0], z.device)
+        zd = z.detach()
+        rows = _heuristic_rows(n, zd.shape[0] - n, zd.device)
         if rows is None:
             if sq is None:
-                sq = _stacked_sq_dists(z.detach())
+                sq = _stacked_sq_dists(zd, _centre(zd, n))
         else:
-            sq = _stacked_sq_dists(z.detach()[rows])
-        return gaussian_bandwidths(sq, heuristic, multipliers)
-
-
+            sub = zd[rows]
+            sq = _stacked_sq_dists(sub, _centre(zd, n))
+        return gaussian_bandwidths(sq, heuristic, multipliers, feature_norm=_max_row_norm(zd))
 
 
 def _check_block_size(block_size: object) -> Optional[int]:
@@ -391,8 +460,26 @@ def _pair_path(
         block = DEFAULT_BLOCK if block_size is None else block_size
     spec = PairSpec(n=n, unbiased=estimator == "unbiased", layers=tuple(layers), block=block,
                     engine=path, want_grad=torch.is_grad_enabled())
-    shifted = [z - z[:1].detach() for z in zs]  # translation invariant, better conditioned
+    shifted = [z - _centre(z, n) for z in zs]  # translation invariant, better conditioned
     return pair_value(spec, c, tw, ordered, shifted)
+
+
+def _same_sample(srcs: Sequence[Tensor], tgts: Sequence[Tensor], a: Tensor, b: Tensor) -> bool:
+    """Whether source and target are the same weighted sample (every layer equal, same weights).
+
+    Costs one ``O(N D)`` comparison, nothing next to the ``O((N+M)^2 D)`` estimate."""
+    return all(s.shape == t.shape and torch.equal(s, t) for s, t in zip(srcs, tgts)) and torch.equal(a, b)
+
+
+def _exact_zero(*tensors: Tensor) -> Tensor:
+    """An exact 0 connected to ``tensors`` with zero gradient (the biased MMD of a sample
+    with itself: its minimum, so the first derivatives vanish). Summing the Gram-matrix
+    estimate instead leaves rounding residues of about ``1e-16`` there."""
+    zero = None
+    for t in tensors:
+        term = (t * 0.0).sum()
+        zero = term if zero is None else zero + term
+    return zero
 
 
 # --------------------------------------------------------------------------------------
@@ -454,21 +541,31 @@ def mmd(
       :math:`\frac1P \sum_{i=1}^{P} k(x_{2i-1}, x_{2i}) + k(y_{2i-1}, y_{2i})
       - k(x_{2i-1}, y_{2i}) - k(x_{2i}, y_{2i-1})`, costing :math:`O(L D)`. Rows are paired in
       the given order (an odd last row is unused). If ``N != M`` both sides are randomly
-      permuted with ``generator`` and truncated to :math:`L = \min(N, M)` rows. Sample
+      permuted with ``generator`` (the smaller side first) and truncated to
+      :math:`L = \min(N, M)` rows. Sample
       weights are not supported.
 
     **Bandwidths.** Either ``bandwidths`` (the :math:`\sigma_u`, in feature-distance units)
     or :math:`\sigma_u = \mathrm{multipliers}[u] \cdot h` with :math:`h` the median/mean
-    pairwise distance of the stacked batch ``[source; target]`` (all off-diagonal pairs up
-    to :data:`HEURISTIC_MAX_ROWS` = 1024 stacked rows; above that, the pairs of 1024 evenly
-    strided rows ``floor(i (N+M) / 1024)``, the same on every path; for ``"linear"`` the
-    :math:`4P` distances the estimator computes), detached and floored as in
-    :func:`gaussian_bandwidths`, so identical or constant inputs give 0 with finite
-    gradients.
+    of the non-zero pairwise distances of the stacked batch ``[source; target]`` (all
+    off-diagonal pairs up to :data:`HEURISTIC_MAX_ROWS` = 1024 stacked rows; above that, the
+    pairs of about 1024 rows strided evenly over each side in proportion to its size, the
+    same on every path; for ``"linear"`` the :math:`4P` distances the estimator computes),
+    detached and floored as in :func:`gaussian_bandwidths`: distances below
+    :math:`\max(\sqrt{\varepsilon_{\mathrm{mach}}} R, 10^{-6})` (:math:`R` the largest row
+    norm, :data:`MIN_BANDWIDTH` the absolute part) count as duplicates, so repeated or dead
+    (all-zero) rows do not drag the bandwidth to 0, and clouds that are identical to the
+    data's resolution give about 0 with small, finite gradients. The value is symmetric:
+    ``mmd(x, y) == mmd(y, x)`` up to rounding, for every estimator and path.
+
+    A sample compared with itself (``source`` equal to ``target`` element for element, and
+    equal weights) gives an exact 0 with zero gradient for ``"biased"`` (its minimum; second
+    derivatives are then not available there).
 
     **Computation.** Squared distances come from Gram products
     :math:`D^2_{ij} = G_{ii} + G_{jj} - 2G_{ij}` (clamped at 0; the batch is first shifted by
-    its first row, which changes nothing mathematically but preserves precision). Paths
+    the midpoint of its first source and first target rows, which changes nothing
+    mathematically but preserves precision and is the same when the inputs are swapped). Paths
     (``"linear"`` is :math:`O(L D)` and ignores ``path``):
 
     * ``"dense"``: the whole combined kernel matrix, differentiated by autograd (also twice).
@@ -573,7 +670,7 @@ def _mmd(source, target, bandwidths, heuristic, mults, estimator, source_weights
         x = source if ix is None else source[ix]
         y = target if iy is None else target[iy]
         sq = _linear_pair_sq_dists(x, y)
-        sig = sig_given if sig_given is not None else gaussian_bandwidths(sq.reshape(-1), heuristic, mults)
+        sig = _layer_sigmas(sq.reshape(-1), sig_given, heuristic, mults, "bandwidths", _max_row_norm(x, y))
         return _mmd_estimate(_combined_gaussian(sq, sig, betas), "linear")
 
     a = check_weights(source_weights, n, source, "source_weights")
@@ -581,13 +678,15 @@ def _mmd(source, target, bandwidths, heuristic, mults, estimator, source_weights
     if estimator == "unbiased":
         _check_unbiased_mass(a, "source_weights")
         _check_unbiased_mass(b, "target_weights")
+    if estimator == "biased" and _same_sample([source], [target], a, b):
+        return _exact_zero(source, target, a, b, betas)
     z = torch.cat([source, target], dim=0)
     concrete = _resolve(path, z.device, n + m, _dense_bytes(n + m, [num_kernels], z.dtype))
     if concrete == "dense":
-        sq = _stacked_sq_dists(z)
-        sig = sig_given if sig_given is not None else _heuristic_sigmas(z, heuristic, mults, sq)
+        sq = _stacked_sq_dists(z, _centre(z, n))
+        sig = sig_given if sig_given is not None else _heuristic_sigmas(z, n, heuristic, mults, sq)
         return _mmd_estimate(_combined_gaussian(sq, sig, betas), estimator, n, a, b)
-    sig = sig_given if sig_given is not None else _heuristic_sigmas(z, heuristic, mults)
+    sig = sig_given if sig_given is not None else _heuristic_sigmas(z, n, heuristic, mults)
     return _pair_path(concrete, [z], [sig], [betas], n, a, b, estimator, block_size)
 
 
@@ -740,7 +839,8 @@ def _jmmd(srcs, tgts, bws, mults, heuristic, estimator, generator, path, block_s
             x = srcs[l] if ix is None else srcs[l][ix]
             y = tgts[l] if iy is None else tgts[l][iy]
             sq = _linear_pair_sq_dists(x, y)
-            sig = _layer_sigmas(sq.reshape(-1), bws[l], heuristic, mults[l], f"bandwidths[{l}]")
+            sig = _layer_sigmas(sq.reshape(-1), bws[l], heuristic, mults[l], f"bandwidths[{l}]",
+                                _max_row_norm(x, y))
             betas = torch.full((sig.shape[0],), 1.0 / sig.shape[0], dtype=sq.dtype, device=sq.device)
             k_l = _combined_gaussian(sq, sig, betas)
             kernel = k_l if kernel is None else kernel * k_l
@@ -756,19 +856,21 @@ def _jmmd(srcs, tgts, bws, mults, heuristic, estimator, generator, path, block_s
             num_k[l] = sigs[l].shape[0]
     a = torch.full((n,), 1.0 / n, dtype=dt, device=dev)
     b = torch.full((m,), 1.0 / m, dtype=dt, device=dev)
+    if estimator == "biased" and _same_sample(srcs, tgts, a, b):
+        return _exact_zero(*srcs, *tgts)
     concrete = _resolve(path, dev, n + m, _dense_bytes(n + m, num_k, dt))
     if concrete == "triton" and path == "auto" and num_layers > 3:
         concrete = "tiled"
     if concrete == "dense":
         kernel = None
         for l in range(num_layers):
-            sq = _stacked_sq_dists(zs[l])
-            sig = sigs[l] if sigs[l] is not None else _heuristic_sigmas(zs[l], heuristic, mults[l], sq)
+            sq = _stacked_sq_dists(zs[l], _centre(zs[l], n))
+            sig = sigs[l] if sigs[l] is not None else _heuristic_sigmas(zs[l], n, heuristic, mults[l], sq)
             betas = torch.full((sig.shape[0],), 1.0 / sig.shape[0], dtype=dt, device=dev)
             k_l = _combined_gaussian(sq, sig, betas)
             kernel = k_l if kernel is None else kernel * k_l
         return _mmd_estimate(kernel, estimator, n, a, b)
-    sigs = [sigs[l] if sigs[l] is not None else _heuristic_sigmas(zs[l], heuristic, mults[l])
+    sigs = [sigs[l] if sigs[l] is not None else _heuristic_sigmas(zs[l], n, heuristic, mults[l])
             for l in range(num_layers)]
     betas = [torch.full((sg.shape[0],), 1.0 / sg.shape[0], dtype=dt, device=dev) for sg in sigs]
     return _pair_path(concrete, zs, sigs, betas, n, a, b, estimator, block_size)
