@@ -30,6 +30,7 @@ them are described in ``docs/validation.md``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional, Sequence
 
@@ -323,14 +324,43 @@ def dev_risk(losses: Tensor, weights: Tensor) -> float:
     all-one weights the risk is the plain mean validation loss. With ``n = 1``, likewise
     :math:`\eta = 0`.
 
+    **Degenerate weights.** The control variate is only valid if the weights' population
+    mean is 1, and :math:`\eta` is only estimable if the weights vary. Two cases fall back
+    to the self-normalised importance-weighted loss
+    :math:`\sum_i w_i \ell_i / \sum_i w_i`, which lies in the range of the losses:
+
+    * the sample mean :math:`\overline W` is outside ``[0.5, 2]``: the weights contradict
+      :math:`E_S[w] = 1` and :math:`\eta(\overline W - 1)` would be an artefact of their
+      scale (``[1e200, 1e-3]`` once overflowed, ``[1e160, 2e160, 1]`` gave NaN); a
+      ``RuntimeWarning`` says so;
+    * the weights are nearly constant (coefficient of variation below ``1e-3``): the
+      control variate has nothing to act on and :math:`\eta` would be a ratio of rounding
+      noise (``[.5, .5+1e-6, .5-1e-6, .5]`` once gave a risk of 62500 for losses below 1).
+      With all-equal weights this is the plain mean loss.
+
+    Weights of any finite magnitude (up to ``1e308``) are handled: they are first divided by
+    a power of two (exactly) so that the largest is below 1, and :math:`\eta` does not
+    depend on that scale.
+
     Args:
         losses: ``(n,)`` finite per-sample losses (any floating dtype).
         weights: ``(n,)`` finite non-negative importance weights with a positive sum (not
             normalised: DEV uses :math:`\overline W`).
 
     Returns:
-        The estimated risk (float, the loss's units; lower is better; it can be below
-        ``min(losses)`` or negative, since the control variate is not bounded).
+        The estimated risk (float, the loss's units; lower is better; with weights of mean
+        about 1 it can be slightly below ``min(losses)``, since the control variate is not
+        bounded; by Cauchy-Schwarz it moves :math:`\overline L` by at most about
+        :math:`(4/\sqrt n)\,\mathrm{sd}(L)`).
+
+    Raises:
+        TypeError: ``losses`` is not a 1-d floating tensor, or ``weights`` not a floating tensor.
+        ValueError: empty or non-finite ``losses``; ``weights`` not ``(n,)``, negative,
+            non-finite or summing to 0.
+
+    Warns:
+        RuntimeWarning: the weights' mean is outside ``[0.5, 2]``, contradicting
+            :math:`E_S[w] = 1` (see above).
     """
     if not isinstance(losses, Tensor) or not losses.is_floating_point() or losses.dim() != 1:
         raise TypeError(f"losses must be a 1-d floating-point tensor (n,), got "
@@ -342,17 +372,31 @@ def dev_risk(losses: Tensor, weights: Tensor) -> float:
     if not bool(torch.isfinite(loss).all()):
         raise ValueError("losses contains NaN or inf")
     w = _check_weights(weights, n)
-    big_l = w * loss
-    mean_l, mean_w = big_l.mean(), w.mean()
-    if n < 2:
-        return float(mean_l)
-    var_w = ((w - mean_w) ** 2).sum() / (n - 1)
-    # Constant weights (up to rounding): Var(W) = 0 and the control variate vanishes.
-    if float(var_w) <= (1e-12 * float(mean_w)) ** 2:
-        return float(mean_l)
-    cov = ((big_l - mean_l) * (w - mean_w)).sum() / (n - 1)
-    eta = -cov / var_w
-    return float(mean_l + eta * mean_w - eta)
+    # Exact rescaling by 2^-e (largest weight in [0.5, 1)): no square or product overflows.
+    _, e = torch.frexp(w.max())
+    ws = torch.ldexp(w, -e)
+    mean_ws = ws.mean()
+    mean_w = math.ldexp(float(mean_ws), int(e))
+    var_ws = ((ws - mean_ws) ** 2).sum() / (n - 1) if n > 1 else torch.zeros((), dtype=ws.dtype)
+    sd_w = math.ldexp(math.sqrt(float(var_ws)), int(e))
+    far_from_one = not (0.5 <= mean_w <= 2.0)
+    if far_from_one:
+        warnings.warn(
+            f"weights: importance weights with mean {mean_w:.4g} (sd {sd_w:.3g}, n={n}) contradict "
+            "E_S[w] = 1, which DEV's control variate assumes (You et al., ICML 2019); the risk is "
+            "the self-normalised importance-weighted loss instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if far_from_one or n < 2 or sd_w <= 1e-3 * mean_w:
+        risk = float((ws * loss).sum() / ws.sum())
+        return min(max(risk, float(loss.min())), float(loss.max()))  # rounding stays in range
+    big_l = ws * loss
+    mean_l = big_l.mean()
+    scale = math.ldexp(1.0, int(e))
+    cov = ((big_l - mean_l) * (ws - mean_ws)).sum() / (n - 1)
+    eta = float(-cov / var_ws)  # invariant to the common scale of the weights
+    return float(mean_l) * scale + eta * (mean_w - 1.0)
 
 
 def soft_neighborhood_density(probs: Tensor, temperature: float = _SND_TEMPERATURE) -> float:

@@ -12,21 +12,46 @@ The losses in :mod:`adaptlib.losses` (``mmd``, ``jmmd``, ``sinkhorn``,
 
 ``path="auto"`` (the default of every loss) picks Triton on a CUDA device when Triton is
 installed, the tiled path when the dense matrices would exceed :data:`DENSE_MAX_BYTES`,
-and the dense path otherwise.
+and the dense path otherwise. An explicit ``path="dense"`` whose matrices would not fit in
+the device's memory (:func:`dense_limit_bytes`) is refused before anything is allocated,
+with an error that suggests ``path="tiled"``.
 """
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["PATHS", "DENSE_MAX_BYTES", "check_path", "triton_available", "resolve_path"]
+__all__ = ["PATHS", "DENSE_MAX_BYTES", "DENSE_LIMIT_BYTES", "check_path", "dense_limit_bytes",
+           "triton_available", "resolve_path"]
 
 PATHS: Tuple[str, ...] = ("auto", "dense", "tiled", "triton")
 
 #: Above this many bytes of dense intermediate matrices, ``path="auto"`` uses the tiled path.
 DENSE_MAX_BYTES: int = 1 << 30
+
+#: Memory budget of an explicit ``path="dense"``, in bytes; ``None`` (default): the device's
+#: memory (see :func:`dense_limit_bytes`). Set it to refuse smaller dense calls too.
+DENSE_LIMIT_BYTES: Optional[int] = None
+
+
+def dense_limit_bytes(device: torch.device) -> int:
+    """Bytes of dense intermediate matrices that ``path="dense"`` accepts on ``device``.
+
+    :data:`DENSE_LIMIT_BYTES` when set; else the device's total memory: the GPU's
+    (``torch.cuda.get_device_properties``) on CUDA, the machine's physical memory elsewhere
+    (``os.sysconf``; unlimited where the platform does not report it). A call above it could
+    only fail in the allocator (or swap for minutes), so it is refused up front.
+    """
+    if DENSE_LIMIT_BYTES is not None:
+        return int(DENSE_LIMIT_BYTES)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62
 
 
 def check_path(path: object, name: str = "path") -> str:
@@ -64,8 +89,10 @@ def resolve_path(path: str, device: torch.device, dense_bytes: int, name: str = 
         name: argument name used in error messages.
 
     Raises:
-        ValueError: unknown ``path``, or ``"triton"`` where Triton cannot run (not installed,
-            or CPU tensors without ``TRITON_INTERPRET=1``).
+        ValueError: unknown ``path``; ``"triton"`` where Triton cannot run (not installed,
+            or CPU tensors without ``TRITON_INTERPRET=1``); ``"dense"`` when ``dense_bytes``
+            exceeds :func:`dense_limit_bytes` (the message gives both sizes and suggests
+            ``path="tiled"``).
     """
     check_path(path, name)
     if path == "triton":
@@ -75,6 +102,15 @@ def resolve_path(path: str, device: torch.device, dense_bytes: int, name: str = 
                 f"TRITON_INTERPRET=1); inputs are on {device}"
             )
         return "triton"
+    if path == "dense":
+        limit = dense_limit_bytes(device)
+        if dense_bytes > limit:
+            raise ValueError(
+                f"{name}='dense' would allocate about {dense_bytes / 2**30:.1f} GiB of dense matrices, "
+                f"above the {limit / 2**30:.1f} GiB budget of {device.type} (adaptlib.kernels.DENSE_LIMIT_BYTES); "
+                f"use {name}='tiled' (memory O((N + M) D + block^2)) or {name}='auto'"
+            )
+        return path
     if path != "auto":
         return path
     if device.type == "cuda" and triton_available(device):

@@ -9,7 +9,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_labels, check_positive, value_checks_enabled
 from ._validate import check_feature_pair
-from .sinkhorn import _sq_euclidean_cost, sinkhorn
+from .sinkhorn import _sinkhorn, _sq_euclidean_cost, _warn_not_converged
 
 __all__ = ["jdot", "JDOTResult"]
 
@@ -170,14 +169,9 @@ def jdot(
     if solver == "emd":
         plan = _emd_plan(cost)
     else:
-        res = sinkhorn(None, None, epsilon=eps, cost=cost.detach(), scaling=scaling)
+        res = _sinkhorn(None, None, epsilon=eps, cost=cost.detach(), scaling=scaling)
         if not res.converged:
-            warnings.warn(
-                f"jdot: Sinkhorn did not converge (marginal error {res.marginal_error:.3g} after "
-                f"{res.n_iter} iterations); consider a larger epsilon",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            _warn_not_converged("jdot", res)
         plan = res.plan
     feature_part = alpha * (plan * feat_cost).sum()
     label_part = label_weight * (plan * label_cost).sum()

@@ -24,7 +24,7 @@ from .mmd import (
     mmd,
 )
 from ..kernels import check_path
-from .sinkhorn import _check_options, _check_scaling, sinkhorn
+from .sinkhorn import SinkhornResult, _check_options, _check_scaling, sinkhorn
 
 __all__ = ["MMDLoss", "JMMDLoss", "CORALLoss", "SinkhornLoss", "GradientReversal"]
 
@@ -189,6 +189,12 @@ class SinkhornLoss(nn.Module):
     ``(M,)``. Output: scalar :math:`\mathrm{OT}_\varepsilon` (``SinkhornResult.value``),
     differentiable by the envelope theorem.
 
+    After each call, :attr:`last_result` holds the whole :class:`SinkhornResult` (plan,
+    potentials, ``n_iter``) and :attr:`converged` its convergence flag. A solve that did not
+    converge warns (``RuntimeWarning``) as :func:`~adaptlib.losses.sinkhorn` does: pass
+    ``scaling=`` (epsilon scaling, e.g. 0.5) when ``epsilon`` is small relative to the
+    squared distances.
+
     Example::
 
         >>> SinkhornLoss(epsilon=0.1)(torch.randn(8, 2), torch.randn(10, 2)).shape
@@ -210,6 +216,12 @@ class SinkhornLoss(nn.Module):
         self.scaling = _check_scaling(scaling)
         self.path = check_path(path)
         self.block_size = block_size
+        self.last_result: Optional[SinkhornResult] = None
+
+    @property
+    def converged(self) -> Optional[bool]:
+        """Whether the last call's solve converged (``None`` before the first call)."""
+        return None if self.last_result is None else self.last_result.converged
 
     def forward(
         self,
@@ -218,7 +230,7 @@ class SinkhornLoss(nn.Module):
         source_weights: Optional[Tensor] = None,
         target_weights: Optional[Tensor] = None,
     ) -> Tensor:
-        return sinkhorn(
+        self.last_result = sinkhorn(
             source,
             target,
             source_weights,
@@ -229,7 +241,8 @@ class SinkhornLoss(nn.Module):
             scaling=self.scaling,
             path=self.path,
             block_size=self.block_size,
-        ).value
+        )
+        return self.last_result.value
 
     def extra_repr(self) -> str:
         return f"epsilon={self.epsilon}, max_iter={self.max_iter}, tol={self.tol}, path={self.path!r}"

@@ -680,6 +680,17 @@ def _warn_non_finite(eps: float, where: str) -> None:
     )
 
 
+def _warn_not_converged(where: str, result: SinkhornResult, stacklevel: int = 3) -> None:
+    """Warn (``RuntimeWarning``) that the solve behind ``result`` did not converge, and what to try."""
+    warnings.warn(
+        f"{where}: Sinkhorn did not converge after {result.n_iter} iterations (marginal error "
+        f"{result.marginal_error:.3g}, epsilon={result.epsilon:g} in cost units); the value and plan are "
+        "approximate. Use scaling= (epsilon scaling, e.g. 0.5), a larger epsilon or a larger max_iter",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def sinkhorn(
     source: Optional[Tensor],
     target: Optional[Tensor],
@@ -820,8 +831,14 @@ def sinkhorn(
             where Triton cannot run, ``block_size < 1``.
 
     Warns:
-        RuntimeWarning: the iterations produced non-finite values (e.g. a cost near the
-            dtype's overflow limit); ``converged`` is then False.
+        RuntimeWarning: the solve did not converge (``converged`` is False): the stopping
+            test was not met within ``max_iter`` iterations, or the iterations produced
+            non-finite values (e.g. a cost near the dtype's overflow limit). The value and
+            the plan are then approximate: for 200 points at unit-variance scale x30 with
+            ``epsilon=0.01`` the ``transport_cost`` after 1000 iterations is 67.4 against the
+            exact 97.4. Use ``scaling=`` (epsilon scaling, e.g. ``0.5``), a larger
+            ``epsilon`` or more ``max_iter``. To silence it where a non-converged solve is
+            acceptable, filter ``RuntimeWarning`` and read ``result.converged``.
 
     Example::
 
@@ -835,6 +852,32 @@ def sinkhorn(
         >>> tiled.plan is None, sinkhorn_plan(x, y, tiled).shape
         (True, torch.Size([20, 30]))
     """
+    result = _sinkhorn(
+        source, target, source_weights, target_weights, epsilon=epsilon, cost=cost, max_iter=max_iter,
+        tol=tol, init=init, scaling=scaling, path=path, block_size=block_size,
+    )
+    if not result.converged and bool(torch.isfinite(result.value.detach())):
+        _warn_not_converged("sinkhorn", result)  # (a non-finite solve has warned already)
+    return result
+
+
+def _sinkhorn(
+    source: Optional[Tensor],
+    target: Optional[Tensor],
+    source_weights: Optional[Tensor] = None,
+    target_weights: Optional[Tensor] = None,
+    *,
+    epsilon: float = 0.05,
+    cost: Optional[Tensor] = None,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    init: Optional[Tuple[Tensor, Tensor]] = None,
+    scaling: Optional[float] = None,
+    path: str = "auto",
+    block_size: Optional[int] = None,
+) -> SinkhornResult:
+    """:func:`sinkhorn` without the warning on non-convergence (for callers that report it
+    themselves: :func:`sinkhorn_divergence`, :func:`~adaptlib.losses.jdot`, the methods)."""
     eps, max_iter, tol = _check_options(epsilon, max_iter, tol)
     scaling = _check_scaling(scaling)
     check_path(path)
@@ -1190,7 +1233,7 @@ def sinkhorn_divergence(
     n, m = source.shape[0], target.shape[0]
     itemsize = torch.empty((), dtype=cd).element_size()
     p = resolve_path(path, source.device, 2 * max(n, m) ** 2 * itemsize)
-    cross = sinkhorn(
+    cross = _sinkhorn(
         source, target, source_weights, target_weights, epsilon=eps, max_iter=max_iter, tol=tol,
         scaling=scaling, path=p, block_size=block,
     )

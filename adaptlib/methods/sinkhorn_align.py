@@ -6,7 +6,8 @@ from typing import Any, Dict
 
 import torch
 
-from ..losses import sinkhorn, sinkhorn_divergence
+from ..losses import sinkhorn_divergence
+from ..losses.sinkhorn import _sinkhorn
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
 from .search_space import HParam, LogUniform
@@ -65,7 +66,7 @@ class SinkhornAlign(Method):
                 ot_term = sinkhorn_divergence(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
                 converged = not any(issubclass(w.category, RuntimeWarning) for w in caught)
             else:
-                result = sinkhorn(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
+                result = _sinkhorn(fs, ft, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol)
                 ot_term, converged = result.value, result.converged
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y), "ot": self.trade_off * ot_term},
