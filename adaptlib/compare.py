@@ -5,6 +5,10 @@
 method table of target accuracy (mean +- std over seeds, plus the mean over tasks) as
 Markdown, CSV and JSON together with the configuration and library versions.
 
+Units: every accuracy this module returns or writes to CSV/JSON is a fraction in [0, 1]
+(as ``History``, ``Trainer.evaluate`` and the validators); only the Markdown table shows
+percent, and says so.
+
 Everything is checked before the first run: benchmark, methods, tasks, data files and the
 hyper-parameters of ``method_kwargs`` (:func:`check_method_kwargs`). A run whose loss
 becomes NaN or inf stops the comparison with :class:`RunDiverged`, one line that names the
@@ -207,6 +211,8 @@ def _task_seed(task: str, seed: int) -> int:
 def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[str, Any]:
     """Train ``method`` on ``task`` with ``seed`` under ``config`` (resolved); return its record.
 
+    The record's ``accuracy`` is the target test accuracy, a fraction in [0, 1].
+
     Raises:
         RunDiverged: the loss became NaN or inf (a :class:`FloatingPointError`).
     """
@@ -239,7 +245,7 @@ def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[st
                           f"(--lr, it was {config.lr:g}){weights}") from None
     return {
         "benchmark": config.benchmark, "task": task, "method": method, "seed": seed,
-        "accuracy": 100.0 * trainer.history.final_eval()["target/accuracy"],
+        "accuracy": trainer.history.final_eval()["target/accuracy"],
         "uses_target_labels": m.uses_target_labels, "n_test": int(test_y.numel()),
         "train_seconds": time.perf_counter() - start, "hparams": m.hparams(),
         "final_losses": trainer.history.train[-1] if trainer.history.train else {},
@@ -270,7 +276,8 @@ class ComparisonResult:
 
     Attributes:
         config: the resolved :class:`CompareConfig`.
-        records: one dict per (task, method, seed) run, as returned by :func:`run_one`.
+        records: one dict per (task, method, seed) run, as returned by :func:`run_one`
+            (``accuracy``: a fraction in [0, 1]).
         seconds: wall-clock time of the whole run.
     """
 
@@ -279,12 +286,12 @@ class ComparisonResult:
     seconds: float
 
     def cell(self, task: str, method: str) -> List[float]:
-        """Accuracies (%) over seeds for one (task, method), in seed order."""
+        """Accuracies (fractions in [0, 1]) over seeds for one (task, method), in seed order."""
         return [r["accuracy"] for r in sorted(self.records, key=lambda r: r["seed"])
                 if r["task"] == task and r["method"] == method]
 
     def task_mean(self, method: str) -> List[float]:
-        """Per seed, the accuracy averaged over all tasks (its mean and std make the 'Mean' row)."""
+        """Per seed, the accuracy (fraction) averaged over all tasks (its mean and std make the 'Mean' row)."""
         per_seed = []
         for seed in range(self.config.seeds):
             accs = [r["accuracy"] for r in self.records if r["method"] == method and r["seed"] == seed]
@@ -293,7 +300,11 @@ class ComparisonResult:
         return per_seed
 
     def rows(self) -> List[Dict[str, Any]]:
-        """Long-format summary: one row per (task, method) plus a ``Mean`` task per method."""
+        """Long-format summary: one row per (task, method) plus a ``Mean`` task per method.
+
+        ``mean``, ``std`` (population std over seeds) and ``per_seed`` are accuracies as
+        fractions in [0, 1].
+        """
         out = []
         for method in self.config.methods:
             for task in list(self.config.tasks or ()) + ["Mean"]:
@@ -311,7 +322,7 @@ class ComparisonResult:
         summary = {(r["task"], r["method"]): r for r in self.rows()}
         lines = ["| task | " + " | ".join(head) + " |", "|---" * (len(methods) + 1) + "|"]
         for task in list(self.config.tasks or ()) + ["Mean"]:
-            cells = [f"{summary[task, m]['mean']:.1f} ± {summary[task, m]['std']:.1f}" for m in methods]
+            cells = [f"{100 * summary[task, m]['mean']:.1f} ± {100 * summary[task, m]['std']:.1f}" for m in methods]
             name = "**Mean**" if task == "Mean" else task
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
@@ -323,6 +334,9 @@ class ComparisonResult:
 
     def save(self, folder: os.PathLike, *, overwrite: bool = False) -> Dict[str, Path]:
         """Write ``table.md``, ``results.csv`` and ``results.json`` into ``folder``; return their paths.
+
+        ``table.md`` shows percent; ``results.csv`` (columns ``mean``, ``std``, ``per_seed``) and
+        ``results.json`` (``summary``, ``records``) hold accuracies as fractions in [0, 1].
 
         Raises:
             FileExistsError: ``folder`` already holds one of these files and ``overwrite`` is
@@ -340,6 +354,7 @@ class ComparisonResult:
                 writer.writerow([self.config.benchmark, r["task"], r["method"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
                                  r["n_seeds"], r["uses_target_labels"], " ".join(f"{a:.4f}" for a in r["per_seed"])])
         paths["json"].write_text(json.dumps({
+            "units": {"accuracy": "fraction in [0, 1]"},
             "config": asdict(self.config), "versions": library_versions(), "seconds": self.seconds,
             "summary": self.rows(), "records": self.records}, indent=2, default=str))
         return paths
