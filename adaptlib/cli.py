@@ -1,37 +1,78 @@
-"""Command line: ``adaptlib compare``, ``adaptlib study``, ``adaptlib download``, ``adaptlib list``."""
+"""Command line: ``adaptlib compare``, ``adaptlib study``, ``adaptlib download``, ``adaptlib list``.
+
+Errors a user can fix (a bad option, a missing data file, a diverged run) print one line,
+``adaptlib: error: ...``, and exit with a non-zero status: 2 for bad input, 1 for a run
+that diverged.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
-from .compare import DEFAULT_METHODS, CompareConfig, compare
+from .compare import DEFAULT_METHODS, CompareConfig, check_output_folder, compare
 from .methods import METHODS
+
+_KWARGS_EXAMPLE = '{"dann": {"trade_off": 0.5}}'
 
 
 def _csv(value: str) -> List[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _method_kwargs(value: str) -> Dict[str, Any]:
+    """``--method-kwargs``: a JSON object of objects (checked against the methods later)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos + 1}) in {value!r}; "
+                                         f"expected e.g. {_KWARGS_EXAMPLE}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of method name -> object of hyper-parameters, "
+                                         f"e.g. {_KWARGS_EXAMPLE}, got {value!r}")
+    return parsed
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adaptlib")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptlib", description="Domain adaptation for PyTorch.")
+    p.add_argument("--version", action="version", version=f"adaptlib {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compare", help="train methods on every task of a benchmark and print the accuracy table")
+    c = sub.add_parser(
+        "compare", help="train methods on every task of a benchmark and print the accuracy table",
+        description="Train methods on every task of a benchmark and print the accuracy table. Results go to "
+                    "--output (default results/<benchmark>): table.md (percent), results.csv and results.json "
+                    "(accuracy as a fraction in [0, 1]). A folder that already holds results is refused "
+                    "unless --overwrite is given.")
     c.add_argument("benchmark", help="office-caltech10-surf, mnist-usps-jda or amazon-reviews")
     c.add_argument("--methods", type=_csv, default=list(DEFAULT_METHODS),
                    help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; known: {','.join(sorted(METHODS))})")
-    c.add_argument("--tasks", type=_csv, default=None, help="comma-separated tasks, e.g. 'C->A,A->W' (default: all)")
+    c.add_argument("--tasks", type=_csv, default=None,
+                   help="comma-separated tasks, quoted for the shell's sake, e.g. 'C->A,A->W' (default: all)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds per task and method (default: 3)")
     c.add_argument("--steps", type=int, default=None, help="training steps per run (default: per benchmark)")
     c.add_argument("--batch-size", type=int, default=None, help="batch size (default: per benchmark)")
     c.add_argument("--lr", type=float, default=None, help="base learning rate (default: per benchmark)")
     c.add_argument("--shots", type=int, default=3, help="labelled target samples per class for fine-tuning (default: 3)")
-    c.add_argument("--method-kwargs", type=json.loads, default={},
-                   help='JSON hyper-parameters per method, e.g. \'{"dann": {"trade_off": 0.5}}\'')
+    c.add_argument("--method-kwargs", type=_method_kwargs, default={},
+                   help=f"JSON hyper-parameters per method of --methods, e.g. '{_KWARGS_EXAMPLE}' "
+                        "(checked before any run)")
     c.add_argument("--output", type=Path, default=None, help="output folder (default: results/<benchmark>)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in the output folder (default: refuse)")
     c.add_argument("--root", default=None, help="data folder (default: $ADAPTLIB_DATA, else ~/.cache/adaptlib)")
     c.add_argument("--download", action="store_true", help="download missing data files from the pinned mirrors")
     c.add_argument("--workers", type=int, default=0, help="parallel processes (default: number of CPUs, at most 8)")
@@ -122,16 +163,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             for path in datasets.download(args.benchmark, root=args.root):
                 print(path)
             return 0
+        out = args.output or Path("results") / args.benchmark
+        check_output_folder(out, overwrite=args.overwrite)  # before hours of training, not after
         config = CompareConfig(benchmark=args.benchmark, methods=tuple(args.methods),
                                tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, shots=args.shots, root=args.root,
                                download=args.download, workers=args.workers, method_kwargs=args.method_kwargs)
         result = compare(config, progress=not args.quiet)
+        paths = result.save(out, overwrite=args.overwrite)
+    except FloatingPointError as e:  # a diverged run (compare.RunDiverged): one line, not a traceback
+        print(f"adaptlib: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError) as e:
         print(f"adaptlib: error: {e}", file=sys.stderr)
         return 2
-    out = args.output or Path("results") / args.benchmark
-    paths = result.save(out)
     print(f"\n{args.benchmark}: {len(result.records)} runs in {result.seconds:.0f} s\n")
     print(result.markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -4,29 +4,45 @@
 (method, task, seed) with the shared :class:`~adaptlib.Trainer`, and writes the task x
 method table of target accuracy (mean +- std over seeds, plus the mean over tasks) as
 Markdown, CSV and JSON together with the configuration and library versions.
+
+Units: every accuracy this module returns or writes to CSV/JSON is a fraction in [0, 1]
+(as ``History``, ``Trainer.evaluate`` and the validators); only the Markdown table shows
+percent, and says so.
+
+Everything is checked before the first run: benchmark, methods, tasks, data files and the
+hyper-parameters of ``method_kwargs`` (:func:`check_method_kwargs`). A run whose loss
+becomes NaN or inf stops the comparison with :class:`RunDiverged`, one line that names the
+run, the step and what to try.
 """
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from .methods import METHODS, get_method
+from .methods.search_space import check_hparams
 from .models import AdaptModel, mlp
 from .trainer import Trainer
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
-           "run_one", "few_shot_split", "library_versions"]
+           "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
+           "check_output_folder"]
+
+#: The files :meth:`ComparisonResult.save` writes into its folder.
+RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
 
 DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "finetune", "dann", "dan", "deep-coral", "deepjdot", "sinkhorn")
 
@@ -47,7 +63,9 @@ class CompareConfig:
 
     Attributes:
         benchmark: benchmark name (``adaptlib.datasets.BENCHMARKS``).
-        methods: method registry names; ``method_kwargs`` maps a name to its hyper-parameters.
+        methods: method registry names.
+        method_kwargs: method name (one of ``methods``) -> its hyper-parameters, e.g.
+            ``{"dann": {"trade_off": 0.5}}``; checked by :func:`check_method_kwargs`.
         tasks: task names (``None``: all tasks of the benchmark).
         seeds: number of seeds (``0..seeds-1``) per (task, method).
         steps, batch_size, lr: Trainer budget and optimizer (``None``: benchmark default).
@@ -93,14 +111,75 @@ class CompareConfig:
         out.tasks = tuple(out.tasks) if out.tasks else tuple(bench.tasks)
         bad = [t for t in out.tasks if t not in bench.tasks]
         if bad:
-            raise ValueError(f"tasks: unknown {bad} for {self.benchmark}; known are {list(bench.tasks)}")
+            hint = ""
+            if any(t.endswith("-") for t in bad):  # the shell took '>A' of an unquoted C->A as a redirection
+                hint = (" (the shell read '>' as a redirection: quote the tasks, e.g. --tasks 'C->A,A->W'; "
+                        "the unquoted command may also have created a file named after the target domain)")
+            raise ValueError(f"tasks: unknown {bad} for {self.benchmark}; known are {list(bench.tasks)}{hint}")
         if not isinstance(out.seeds, int) or out.seeds < 1:
             raise ValueError(f"seeds must be a positive integer, got {out.seeds!r}")
         if out.shots < 1:
             raise ValueError(f"shots must be a positive integer, got {out.shots!r}")
         if out.workers <= 0:
             out.workers = max(1, min(os.cpu_count() or 1, 8))
+        out.method_kwargs = check_method_kwargs(out.method_kwargs, out.methods)
         return out
+
+
+def _probe_model() -> AdaptModel:
+    """A tiny model to run a method's ``setup`` on while checking its hyper-parameters."""
+    return AdaptModel(mlp(4, [4]), num_classes=2, bottleneck_dim=4)
+
+
+def check_method_kwargs(method_kwargs: Mapping[str, Any], methods: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Check ``method_kwargs`` (method name -> hyper-parameters) for the ``methods`` of a run; return a copy.
+
+    Every key must be one of ``methods`` (a misspelled or absent method would otherwise be
+    ignored), and each method's hyper-parameters pass
+    :func:`adaptlib.methods.search_space.check_hparams`: known names (the valid ones are
+    listed), the types of the ``__init__`` defaults, ``>= 0`` for weights and scales searched on
+    a log scale, and the method's own constructor and ``setup`` checks.
+
+    Raises:
+        ValueError: the first problem found, naming the method and the parameter.
+    """
+    if not isinstance(method_kwargs, Mapping):
+        raise ValueError("method_kwargs must map method names to their hyper-parameters, e.g. "
+                         f'{{"dann": {{"trade_off": 0.5}}}}, got {method_kwargs!r}')
+    run = ", ".join(methods)
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, hparams in method_kwargs.items():
+        if name not in methods:
+            if name in METHODS:
+                raise ValueError(f"method_kwargs: {name!r} is not among the methods of this run ({run}); "
+                                 f"add it to the methods (--methods) or remove its hyper-parameters")
+            close = difflib.get_close_matches(str(name), list(methods) + sorted(METHODS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"method_kwargs: unknown method {name!r}{hint}; the methods of this run are {run} "
+                             f"(known methods: {', '.join(sorted(METHODS))})")
+        try:
+            out[name] = check_hparams(METHODS[name], hparams, model=_probe_model())
+        except ValueError as e:
+            raise ValueError(f"method_kwargs: {e}") from None
+    return out
+
+
+class RunDiverged(FloatingPointError):
+    """A run of a comparison whose loss became NaN or inf; the message names the run, the step and what to try."""
+
+
+def _init_worker() -> None:
+    """Initializer of every worker process of a comparison or a study.
+
+    One torch thread per process (runs are parallelised over processes), and a thread lock
+    for tqdm: a tqdm bar, even a disabled one such as the Trainer's in a worker, otherwise
+    creates a ``multiprocessing.RLock``, a named semaphore the resource tracker reports as
+    "leaked" when the pool stops its workers.
+    """
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    tqdm.set_lock(threading.RLock())
 
 
 def few_shot_split(labels: torch.Tensor, shots: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +209,13 @@ def _task_seed(task: str, seed: int) -> int:
 
 
 def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[str, Any]:
-    """Train ``method`` on ``task`` with ``seed`` under ``config`` (resolved); return its record."""
+    """Train ``method`` on ``task`` with ``seed`` under ``config`` (resolved); return its record.
+
+    The record's ``accuracy`` is the target test accuracy, a fraction in [0, 1].
+
+    Raises:
+        RunDiverged: the loss became NaN or inf (a :class:`FloatingPointError`).
+    """
     from .datasets import get_benchmark
 
     torch.set_num_threads(1)
@@ -151,11 +236,16 @@ def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[st
         if same:  # score on the target samples that were not used for training
             test_x, test_y = test_x[rest], test_y[rest]
     start = time.perf_counter()
-    trainer.fit(data.source, data.target_train.x if m.uses_target else None, target_labeled=labelled,
-                eval_sets={"target": (test_x, test_y)})
+    try:
+        trainer.fit(data.source, data.target_train.x if m.uses_target else None, target_labeled=labelled,
+                    eval_sets={"target": (test_x, test_y)})
+    except FloatingPointError as e:
+        weights = " or smaller weights of its loss terms (--method-kwargs)" if m.search_space else ""
+        raise RunDiverged(f"{method} on {task} (seed {seed}) diverged: {e}. Try a smaller learning rate "
+                          f"(--lr, it was {config.lr:g}){weights}") from None
     return {
         "benchmark": config.benchmark, "task": task, "method": method, "seed": seed,
-        "accuracy": 100.0 * trainer.history.final_eval()["target/accuracy"],
+        "accuracy": trainer.history.final_eval()["target/accuracy"],
         "uses_target_labels": m.uses_target_labels, "n_test": int(test_y.numel()),
         "train_seconds": time.perf_counter() - start, "hparams": m.hparams(),
         "final_losses": trainer.history.train[-1] if trainer.history.train else {},
@@ -186,7 +276,8 @@ class ComparisonResult:
 
     Attributes:
         config: the resolved :class:`CompareConfig`.
-        records: one dict per (task, method, seed) run, as returned by :func:`run_one`.
+        records: one dict per (task, method, seed) run, as returned by :func:`run_one`
+            (``accuracy``: a fraction in [0, 1]).
         seconds: wall-clock time of the whole run.
     """
 
@@ -195,12 +286,12 @@ class ComparisonResult:
     seconds: float
 
     def cell(self, task: str, method: str) -> List[float]:
-        """Accuracies (%) over seeds for one (task, method), in seed order."""
+        """Accuracies (fractions in [0, 1]) over seeds for one (task, method), in seed order."""
         return [r["accuracy"] for r in sorted(self.records, key=lambda r: r["seed"])
                 if r["task"] == task and r["method"] == method]
 
     def task_mean(self, method: str) -> List[float]:
-        """Per seed, the accuracy averaged over all tasks (its mean and std make the 'Mean' row)."""
+        """Per seed, the accuracy (fraction) averaged over all tasks (its mean and std make the 'Mean' row)."""
         per_seed = []
         for seed in range(self.config.seeds):
             accs = [r["accuracy"] for r in self.records if r["method"] == method and r["seed"] == seed]
@@ -209,7 +300,11 @@ class ComparisonResult:
         return per_seed
 
     def rows(self) -> List[Dict[str, Any]]:
-        """Long-format summary: one row per (task, method) plus a ``Mean`` task per method."""
+        """Long-format summary: one row per (task, method) plus a ``Mean`` task per method.
+
+        ``mean``, ``std`` (population std over seeds) and ``per_seed`` are accuracies as
+        fractions in [0, 1].
+        """
         out = []
         for method in self.config.methods:
             for task in list(self.config.tasks or ()) + ["Mean"]:
@@ -227,7 +322,7 @@ class ComparisonResult:
         summary = {(r["task"], r["method"]): r for r in self.rows()}
         lines = ["| task | " + " | ".join(head) + " |", "|---" * (len(methods) + 1) + "|"]
         for task in list(self.config.tasks or ()) + ["Mean"]:
-            cells = [f"{summary[task, m]['mean']:.1f} ± {summary[task, m]['std']:.1f}" for m in methods]
+            cells = [f"{100 * summary[task, m]['mean']:.1f} ± {100 * summary[task, m]['std']:.1f}" for m in methods]
             name = "**Mean**" if task == "Mean" else task
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
@@ -237,9 +332,18 @@ class ComparisonResult:
                      "target samples; the other methods use no target label.")
         return "\n".join(lines) + "\n" + note + "\n"
 
-    def save(self, folder: os.PathLike) -> Dict[str, Path]:
-        """Write ``table.md``, ``results.csv`` and ``results.json`` into ``folder``; return their paths."""
+    def save(self, folder: os.PathLike, *, overwrite: bool = False) -> Dict[str, Path]:
+        """Write ``table.md``, ``results.csv`` and ``results.json`` into ``folder``; return their paths.
+
+        ``table.md`` shows percent; ``results.csv`` (columns ``mean``, ``std``, ``per_seed``) and
+        ``results.json`` (``summary``, ``records``) hold accuracies as fractions in [0, 1].
+
+        Raises:
+            FileExistsError: ``folder`` already holds one of these files and ``overwrite`` is
+                False (a second comparison does not silently replace the first one's results).
+        """
         folder = Path(folder)
+        check_output_folder(folder, overwrite=overwrite)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"markdown": folder / "table.md", "csv": folder / "results.csv", "json": folder / "results.json"}
         paths["markdown"].write_text(self.markdown())
@@ -250,9 +354,19 @@ class ComparisonResult:
                 writer.writerow([self.config.benchmark, r["task"], r["method"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
                                  r["n_seeds"], r["uses_target_labels"], " ".join(f"{a:.4f}" for a in r["per_seed"])])
         paths["json"].write_text(json.dumps({
+            "units": {"accuracy": "fraction in [0, 1]"},
             "config": asdict(self.config), "versions": library_versions(), "seconds": self.seconds,
             "summary": self.rows(), "records": self.records}, indent=2, default=str))
         return paths
+
+
+def check_output_folder(folder: os.PathLike, *, overwrite: bool = False) -> None:
+    """Raise ``FileExistsError`` if ``folder`` holds results of an earlier comparison and not ``overwrite``."""
+    folder = Path(folder)
+    existing = [name for name in RESULT_FILES if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{folder} already holds the results of an earlier comparison ({', '.join(existing)}); "
+                              "pass --overwrite (overwrite=True) to replace them, or --output to write elsewhere")
 
 
 def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult:
@@ -261,6 +375,10 @@ def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult
     Runs are spread over ``config.workers`` processes (one thread each); results do not
     depend on the number of workers. Data files are checked (and, with ``download``,
     fetched) before any training starts, so a missing file fails at once.
+
+    Raises:
+        ValueError / TypeError: a bad setting, named (before any run).
+        RunDiverged: a run's loss became NaN or inf; the other runs are stopped.
     """
     from tqdm.auto import tqdm
 
@@ -285,10 +403,12 @@ def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult
                 bar.update(1)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(config.workers) as pool:
+            with ctx.Pool(config.workers, initializer=_init_worker) as pool:
                 for rec in pool.imap_unordered(_run_star, jobs):
                     records.append(rec)
                     bar.update(1)
+                pool.close()  # let the workers exit on their own (leaving the block would kill them)
+                pool.join()
     finally:
         bar.close()
     records.sort(key=lambda r: (r["task"], r["method"], r["seed"]))

@@ -2,7 +2,10 @@
 
 Everything here is the identity, or returns the single-process answer, when
 ``torch.distributed`` is not initialised or the world has one process, so code written
-for ``W`` processes runs unchanged in one.
+for ``W`` processes runs unchanged in one. :func:`init_process_group` and
+:func:`destroy_process_group` complete that: a script that starts and ends with them runs
+under ``torchrun`` with ``W`` processes and as ``python script.py`` in one process
+(``torch.distributed.init_process_group`` itself fails there, asking for ``RANK``).
 
 Gradient convention (the one DDP uses): after ``backward`` every process holds the
 gradient of its own loss ``L_r``; the Trainer then *averages* parameter gradients over the
@@ -16,13 +19,17 @@ single-process loss on the global batch (see its docstring).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
+    "init_process_group",
+    "destroy_process_group",
+    "launched_by_torchrun",
     "is_distributed",
     "rank",
     "world_size",
@@ -35,6 +42,53 @@ __all__ = [
 
 _MAX_DIMS = 8
 _BUCKET_BYTES = 25 * 1024 * 1024  # DDP's default bucket size
+
+
+# What torchrun (and any launcher using the ``env://`` rendezvous) sets in every process it starts;
+# MASTER_ADDR / MASTER_PORT alone are often set cluster-wide and do not mean "launched".
+_LAUNCH_VARIABLES: Tuple[str, ...] = ("RANK", "WORLD_SIZE")
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` or a similar launcher (``RANK`` and ``WORLD_SIZE`` set)."""
+    return all(os.environ.get(name) for name in _LAUNCH_VARIABLES)
+
+
+def init_process_group(backend: Optional[str] = None, **kwargs: Any) -> bool:
+    """Join the process group when launched by ``torchrun``; do nothing in a plain single process.
+
+    Under ``torchrun`` (:func:`launched_by_torchrun`) this calls
+    ``torch.distributed.init_process_group(backend, **kwargs)`` (``backend``: ``"gloo"`` on CPUs,
+    ``"nccl"`` on GPUs; ``None`` lets torch choose) and returns True. Started as ``python
+    script.py``, without the launcher's variables, it returns False and the script goes on in
+    one process: :func:`rank` is 0, :func:`world_size` 1, and the Trainer trains as usual. A
+    group that is already initialised is left as it is (True).
+
+    Raises:
+        RuntimeError: ``torch.distributed`` is not available in this torch build, but the
+            process was launched by ``torchrun``.
+        ValueError: only one of ``RANK`` and ``WORLD_SIZE`` is set (a half-configured
+            environment; the missing one is named).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return True
+    present = [name for name in _LAUNCH_VARIABLES if os.environ.get(name)]
+    if not present:
+        return False
+    missing = [name for name in _LAUNCH_VARIABLES if name not in present]
+    if missing:
+        raise ValueError(f"init_process_group: the environment sets {present} but not {missing}; start the "
+                         "script with torchrun, or unset them to run in one process")
+    if not dist.is_available():
+        raise RuntimeError("launched by torchrun, but this torch build has no torch.distributed")
+    dist.init_process_group(backend, **kwargs)
+    return True
+
+
+def destroy_process_group() -> None:
+    """Leave the process group if one is initialised (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

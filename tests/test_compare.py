@@ -54,3 +54,20 @@ def test_cli_errors_are_clear(data_root, tmp_path, capsys):
     assert main(["compare", "office-caltech10-surf", "--root", str(tmp_path), "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err
+
+
+def test_accuracy_is_a_fraction_in_records_and_files_and_percent_in_the_table(data_root, tmp_path):
+    cfg = CompareConfig(methods=("source-only",), tasks=("D->W", "W->D"), seeds=1, steps=10, workers=1,
+                        root=str(data_root))
+    result = compare(cfg, progress=False)
+    accs = [r["accuracy"] for r in result.records]
+    assert all(0 < a <= 1 for a in accs)
+    paths = result.save(tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["units"]["accuracy"] == "fraction in [0, 1]"
+    mean = next(r for r in saved["summary"] if r["task"] == "Mean")["mean"]
+    assert mean == pytest.approx(sum(accs) / 2) and 0 < mean <= 1
+    csv_mean = next(line for line in paths["csv"].read_text().splitlines() if ",Mean," in line).split(",")[3]
+    assert float(csv_mean) == pytest.approx(mean, abs=1e-4)
+    table = paths["markdown"].read_text()
+    assert f"| **Mean** | {100 * mean:.1f} ± " in table and "Target accuracy (%)" in table

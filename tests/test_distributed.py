@@ -144,3 +144,57 @@ def test_alignment_option_is_validated():
         all_gather_with_grad([1.0, 2.0])
     with pytest.raises(ValueError, match="dimensions"):
         all_gather_with_grad(torch.tensor(1.0))
+
+
+# --------------------------------------------------------------------- the documented script, both ways
+_LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+               "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def _documented_script(tmp_path, data_root) -> Path:
+    """The train.py of docs/distributed.md, verbatim except a 10-step budget."""
+    text = (REPO / "docs" / "distributed.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "# train.py" in code and "steps=1000" in code
+    path = tmp_path / "train.py"
+    path.write_text(code.replace("steps=1000", "steps=10"))
+    return path
+
+
+def _env(data_root):
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
+    env.update(OMP_NUM_THREADS="1", ADAPTLIB_DATA=str(data_root),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return env
+
+
+def test_documented_script_runs_unchanged_in_one_process(tmp_path, data_root):
+    script = _documented_script(tmp_path, data_root)
+    proc = subprocess.run([sys.executable, str(script)], env=_env(data_root), capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "target/accuracy" in proc.stdout and "RANK" not in proc.stderr
+
+
+def test_documented_script_runs_under_torchrun(tmp_path, data_root):
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    script = _documented_script(tmp_path, data_root)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(script)]
+    proc = subprocess.run(cmd, env=_env(data_root), capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("target/accuracy") == 1  # printed by rank 0 only
+
+
+def test_init_process_group_without_a_launcher(monkeypatch):
+    from adaptlib import distributed
+
+    for name in _LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.init_process_group("gloo") is False
+    assert not dist.is_initialized() and distributed.rank() == 0 and distributed.world_size() == 1
+    distributed.destroy_process_group()  # a no-op
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=r"sets \['RANK'\] but not \['WORLD_SIZE'\]"):
+        distributed.init_process_group("gloo")

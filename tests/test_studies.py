@@ -259,7 +259,7 @@ def test_target_labels_reach_only_the_oracle(tmp_path, data_root, monkeypatch):
     assert result.status == "ok" and [r["step"] for r in result.rows] == [20, 40]
     assert seen == ["evaluate", "oracle"] * 2
     # the oracle is the accuracy on the target test set, recomputed independently
-    assert 0 <= result.rows[-1]["target_accuracy"] <= 100
+    assert 0 <= result.rows[-1]["target_accuracy"] <= 1  # a fraction, as Trainer.evaluate
 
 
 def test_scoring_checkpoints_does_not_change_training(tmp_path, data_root):
@@ -284,7 +284,7 @@ def test_scoring_checkpoints_does_not_change_training(tmp_path, data_root):
                       steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, device="cpu",
                       progress_bar=False)
     trainer.fit((data.source.x[tr], data.source.y[tr]), data.target_train.x)
-    accuracy = 100.0 * trainer.evaluate(data.target_test)
+    accuracy = trainer.evaluate(data.target_test)
     assert r1.rows[-1]["target_accuracy"] == pytest.approx(accuracy, abs=1e-9)
 
 
@@ -308,6 +308,43 @@ def test_records_schema_and_append_only(reference):
     con.close()
     status = study_status(load_study(path))
     assert status["done"] == status["total"] == 16 and status["methods"]["dann"]["done"] == 8
+
+
+def test_accuracy_is_a_fraction_and_version_1_records_stay_readable(reference, tmp_path):
+    """Schema 2 stores the oracle as a fraction; a schema-1 file (percent) reads and appends in its own unit."""
+    import shutil
+
+    from adaptlib.studies.records import SCHEMA_VERSION
+
+    path, db = reference
+    store = RecordStore(db)
+    frame = store.frame()
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert frame["target_accuracy"].between(0, 1).all() and frame["target_accuracy"].max() > 0
+    # the same records as written by the previous adaptlib: schema version 1, accuracy in percent
+    old = tmp_path / "v1.sqlite"
+    shutil.copy(db, old)
+    con = sqlite3.connect(old)
+    con.executescript("DROP TRIGGER meta_no_update; DROP TRIGGER checkpoints_no_update;"
+                      "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+                      "UPDATE checkpoints SET target_accuracy = 100 * target_accuracy;")
+    con.close()
+    legacy = RecordStore(old)
+    assert legacy.schema_version() == 1
+    pd.testing.assert_frame_equal(legacy.frame(), frame)
+    # a run appended to a version-1 file keeps that file's unit (percent)
+    from adaptlib.studies.run import RunResult
+
+    spec = next(s for s in load_study(path).runs() if s.config == 0)
+    spec = type(spec)(**{**spec.__dict__, "trial": 9})
+    legacy.add_run(RunResult(spec=spec, status="ok", error="", rows=[{"step": 40, "target_accuracy": 0.25,
+                                                                      "scores": {}}],
+                             train_seconds=0.0, eval_seconds=0.0, started="", finished=""), launch=1)
+    con = sqlite3.connect(old)
+    stored = con.execute("SELECT target_accuracy FROM checkpoints WHERE key = ?", (spec.key,)).fetchone()[0]
+    con.close()
+    assert stored == pytest.approx(25.0)
+    assert legacy.frame().query("trial == 9")["target_accuracy"].tolist() == [pytest.approx(0.25)]
 
 
 def test_changed_settings_are_refused_and_growing_the_study_adds_only_new_runs(tmp_path, reference, data_root):

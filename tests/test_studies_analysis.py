@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def make_records(methods=("source-only", "dann", "finetune"), tasks=("A->B", "B->A", "A->C", "C->A"), configs=2,
                  trials=3, steps=(100, 200), seed=0, benchmark="toy", integer_scores=False):
-    """Synthetic study records of the real shape; method i is about 5 points better than i-1."""
+    """Synthetic study records of the real shape (accuracy a fraction); method i is about 0.05 better than i-1."""
     rng = np.random.default_rng(seed)
     rows = []
     for mi, m in enumerate(methods):
@@ -31,12 +31,13 @@ def make_records(methods=("source-only", "dann", "finetune"), tasks=("A->B", "B-
             for c in range(configs):
                 for t in range(trials):
                     for s in steps:
-                        acc = 60 + 5 * mi + 2 * c + s / 100 + rng.normal(0, 2)
+                        pct = 60 + 5 * mi + 2 * c + s / 100 + rng.normal(0, 2)
+                        acc = pct / 100
                         row = dict(study="toy-study", benchmark=benchmark, task=task, method=m, config=c, trial=t,
                                    seed=1000 * c + t, step=s, hparams=json.dumps({"lr": 0.01 * (c + 1)}),
                                    uses_target_labels=(m == "finetune"), target_accuracy=acc)
                         for v in VALIDATORS:
-                            score = acc + rng.normal(0, 3)
+                            score = pct + rng.normal(0, 3)
                             row[v] = float(round(score / 4)) if integer_scores else score  # coarse -> many ties
                         rows.append(row)
     return pd.DataFrame(rows)
@@ -95,7 +96,7 @@ def test_realistic_selection_never_reads_target_accuracy():
     frame = make_records(configs=3, steps=(10, 20, 30))
     before = A.select(frame, "dev")
     perturbed = frame.copy()
-    perturbed["target_accuracy"] = np.random.default_rng(7).uniform(0, 100, len(frame))
+    perturbed["target_accuracy"] = np.random.default_rng(7).uniform(0, 1, len(frame))
     after = A.select(perturbed, "dev")
     pd.testing.assert_frame_equal(before[["task", "method", "trial", "config", "step", "score"]],
                                   after[["task", "method", "trial", "config", "step", "score"]])
@@ -383,3 +384,67 @@ def test_write_report_writes_every_file(tmp_path):
     ranks = pd.read_csv(paths["ranks_csv"])
     assert set(ranks["method"]) == {"finetune", "dann"}
     assert "Friedman test not applicable" in paths["report"].read_text()
+
+
+# -------------------------------------------------------------------------------------------
+# units (accuracy is a fraction in data, percent in renderings) and intervals with few trials
+# -------------------------------------------------------------------------------------------
+def test_records_hold_fractions_and_renderings_show_percent(tmp_path):
+    frame = make_records(trials=3)
+    with pytest.raises(ValueError, match=r"fraction in \[0, 1\].*percent\? divide by 100"):
+        A.check_records(frame.assign(target_accuracy=100 * frame["target_accuracy"]))
+    paths = write_report(frame, tmp_path / "r", primary="dev", validators=["dev"])
+    acc = pd.read_csv(paths["accuracy_csv"])
+    for col in ("realistic_mean", "realistic_ci_low", "realistic_ci_high", "oracle_mean", "oracle_std"):
+        assert acc[col].between(0, 1).all(), col
+    row = acc[(acc["task"] == "A->B") & (acc["method"] == "dann")].iloc[0]
+    md = paths["accuracy_markdown"].read_text()
+    assert f"{100 * row['realistic_mean']:.1f} ± {100 * row['realistic_std']:.1f}" in md
+    assert "Target accuracy (%)" in md
+    ranks = pd.read_csv(paths["ranks_csv"])
+    assert ranks["mean_accuracy_oracle"].between(0, 1).all()
+    assert f"{100 * ranks['mean_accuracy_oracle'].iloc[0]:.1f}" in paths["ranks_markdown"].read_text()
+    pw = pd.read_csv(paths["pairwise_csv"])
+    assert (pw["mean_difference"].abs() < 1).all()
+    assert f"{100 * pw['mean_difference'].iloc[0]:+.2f}" in paths["pairwise_markdown"].read_text()
+    assert "not meaningful" not in paths["report"].read_text()  # 3 trials: no warning
+
+
+def test_t_interval_clips_to_bounds():
+    mean, std, lo, hi = A.t_interval([0.55, 0.98])
+    assert lo < 0 and hi > 1  # t(0.975, 1) = 12.7: the raw interval leaves [0, 1]
+    assert A.t_interval([0.55, 0.98], bounds=(0.0, 1.0)) == (mean, std, 0.0, 1.0)
+    assert A.t_interval([0.5, 0.6, 0.55], bounds=(0.0, 1.0)) == A.t_interval([0.5, 0.6, 0.55])
+
+
+def test_two_trials_intervals_are_clipped_and_the_report_warns(tmp_path, monkeypatch):
+    frame = make_records(methods=("source-only", "dann"), configs=1, trials=2, steps=(10,))
+    spread = (frame["method"] == "dann") & (frame["task"] == "A->B")
+    frame.loc[spread, "target_accuracy"] = np.where(frame.loc[spread, "trial"] == 0, 0.55, 0.98)
+    summary = A.summarize(A.select(frame, "oracle"))
+    assert summary["ci_low"].min() >= 0 and summary["ci_high"].max() <= 1
+    cell = summary[(summary["task"] == "A->B") & (summary["method"] == "dann")].iloc[0]
+    assert cell["ci_high"] == 1.0 and cell["ci_low"] == 0.0
+    # whiskers drawn by the per-task figure stay inside [0, 100] %, even for an unclipped input
+    from matplotlib.axes import Axes
+
+    drawn = []
+    real_bar = Axes.bar
+
+    def bar(self, x, height, *args, yerr=None, **kwargs):
+        drawn.append((np.asarray(height, dtype=float), np.asarray(yerr, dtype=float)))
+        return real_bar(self, x, height, *args, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", bar)
+    comp = A.rule_comparison(frame, "dev")
+    comp.loc[0, "realistic_ci_high"] = 1.3  # as an unclipped interval would be
+    plots.plot_task_bars(comp, tmp_path / "bars.png", primary="dev")
+    assert drawn and all((h - e[0] >= -1e-9).all() and (h + e[1] <= 100 + 1e-9).all() for h, e in drawn)
+    assert max(h.max() for h, _ in drawn) > 1  # drawn in percent
+    monkeypatch.undo()
+    paths = write_report(frame, tmp_path / "r", primary="dev", validators=["dev"])
+    acc = pd.read_csv(paths["accuracy_csv"])
+    assert acc["realistic_ci_low"].min() >= 0 and acc["oracle_ci_high"].max() <= 1
+    report = paths["report"].read_text()
+    assert "with 2 trials the 95% intervals are not meaningful" in report
+    assert "[0.0, 100.0]" in paths["accuracy_markdown"].read_text()

@@ -2,7 +2,8 @@ r"""Model selection and statistics over study records (pure functions of a panda
 
 A study writes one record per (run, checkpoint): which benchmark, task, method,
 hyper-parameter configuration (``config``), repetition (``trial``) and training ``step``,
-the target test accuracy (the *oracle*, which a practitioner never sees) and the score of
+the target test accuracy (the *oracle*, which a practitioner never sees; a fraction in
+[0, 1], as are every accuracy, std, interval and difference computed here) and the score of
 every *validator* (an unsupervised estimate of target accuracy; higher is better). This
 module turns those records into the numbers a report shows:
 
@@ -41,7 +42,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = [
-    "VALIDATORS", "ORACLE", "MEAN_TASK", "REQUIRED_COLUMNS", "GROUP_COLUMNS",
+    "VALIDATORS", "ORACLE", "MEAN_TASK", "REQUIRED_COLUMNS", "GROUP_COLUMNS", "ACCURACY_RANGE", "MIN_TRIALS_FOR_CI",
     "check_records", "validator_columns", "select", "t_interval", "summarize", "rule_comparison",
     "validator_table", "accuracy_curves", "task_scores", "rank_scores", "average_ranks", "FriedmanResult", "friedman",
     "nemenyi_q", "critical_difference", "nemenyi_groups", "holm", "wilcoxon_holm",
@@ -71,14 +72,16 @@ def check_records(frame: pd.DataFrame, *, validators: Sequence[str] = ()) -> Non
 
     Expected: a :class:`pandas.DataFrame`, one row per (run, checkpoint), with the columns
     :data:`REQUIRED_COLUMNS` -- ``config``, ``trial``, ``seed``, ``step`` integer,
-    ``target_accuracy`` numeric (%), ``uses_target_labels`` boolean and constant per method --
+    ``target_accuracy`` numeric, a fraction in [0, 1] (NaN allowed), ``uses_target_labels``
+    boolean and constant per method --
     plus every name in ``validators`` as a numeric column. No two rows may share
     (benchmark, task, method, trial, config, step).
 
     Raises:
         TypeError: ``frame`` is not a DataFrame, or a column has the wrong dtype (named).
         ValueError: ``frame`` is empty, a column is missing (all missing ones are named),
-            duplicated checkpoints, or a method with mixed ``uses_target_labels``.
+            ``target_accuracy`` outside [0, 1] (e.g. percent), duplicated checkpoints, or a
+            method with mixed ``uses_target_labels``.
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame of study records, got {type(frame).__name__}")
@@ -94,6 +97,11 @@ def check_records(frame: pd.DataFrame, *, validators: Sequence[str] = ()) -> Non
     for col in ["target_accuracy"] + list(validators):
         if not pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col]):
             raise TypeError(f"frame[{col!r}] must be numeric (float), got dtype {frame[col].dtype}")
+    acc = frame["target_accuracy"].to_numpy(dtype=np.float64)
+    outside = acc[~np.isnan(acc) & ((acc < 0) | (acc > 1))]
+    if outside.size:
+        raise ValueError(f"frame['target_accuracy'] must be a fraction in [0, 1], got {outside.size} value(s) outside, "
+                         f"e.g. {float(outside[0])!r}" + (" (percent? divide by 100)" if outside.max() <= 100 else ""))
     if not pd.api.types.is_bool_dtype(frame["uses_target_labels"]):
         raise TypeError(f"frame['uses_target_labels'] must be boolean, got dtype {frame['uses_target_labels'].dtype}")
     mixed = frame.groupby("method")["uses_target_labels"].nunique()
@@ -217,7 +225,8 @@ def select(frame: pd.DataFrame, rule: str, *, on_missing: str = "raise") -> pd.D
 # --------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float, float, float]:
+def t_interval(values: Sequence[float], confidence: float = 0.95, *,
+               bounds: Optional[Tuple[float, float]] = None) -> Tuple[float, float, float, float]:
     r"""Mean, sample standard deviation and Student-t confidence interval of ``values``.
 
     With :math:`n` values, mean :math:`\bar x` and sample standard deviation
@@ -227,11 +236,17 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float
         \bar x \pm t_{(1 + \gamma)/2,\; n - 1} \, \frac{s}{\sqrt n}
 
     (:math:`\gamma` = ``confidence``; :math:`t` from :data:`scipy.stats.t`). Units are those
-    of ``values`` (accuracy in %).
+    of ``values`` (accuracy: a fraction in [0, 1]).
+
+    With few values the interval is wide (:math:`t_{0.975, 1} = 12.7` for two): it can run
+    past the range a quantity can take. ``bounds`` clips it to that range, e.g. ``(0, 1)``
+    for accuracies; a clipped interval is still not a valid 95 % interval when ``n`` is that
+    small, which reports say.
 
     Args:
         values: 1-D sequence of finite floats, ``n >= 1``.
         confidence: coverage of the interval, in (0, 1).
+        bounds: ``(low, high)`` to clip the interval to, or ``None``.
 
     Returns:
         ``(mean, std, low, high)``; with ``n = 1`` the std and the interval are NaN (one
@@ -252,7 +267,10 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float
         return mean, math.nan, math.nan, math.nan
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * std / math.sqrt(x.size)
-    return mean, std, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
+    return mean, std, low, high
 
 
 def _task_means_per_trial(selected: pd.DataFrame) -> pd.DataFrame:
@@ -275,11 +293,20 @@ def _task_means_per_trial(selected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["benchmark", "method", "trial", "target_accuracy"])
 
 
+#: The range of an accuracy: confidence intervals of accuracies are clipped to it.
+ACCURACY_RANGE: Tuple[float, float] = (0.0, 1.0)
+#: Fewer trials than this give a confidence interval too wide to mean much (``t_{0.975, 1} = 12.7``):
+#: reports warn.
+MIN_TRIALS_FOR_CI = 3
+
+
 def summarize(selected: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     r"""Mean, std and confidence interval over trials per (benchmark, task, method), plus the mean over tasks.
 
-    Each (benchmark, task, method) cell summarises the target accuracies (%) of the checkpoints
-    :func:`select` chose in each trial with :func:`t_interval` (sample std, Student-t CI). The
+    Each (benchmark, task, method) cell summarises the target accuracies (fractions in [0, 1])
+    of the checkpoints :func:`select` chose in each trial with :func:`t_interval` (sample std,
+    Student-t CI, clipped to [0, 1]: :data:`ACCURACY_RANGE`; with fewer than
+    :data:`MIN_TRIALS_FOR_CI` trials the interval says little even so). The
     extra row with ``task == "Mean"`` (:data:`MEAN_TASK`) per (benchmark, method) first averages
     each trial's accuracy over the benchmark's tasks, then summarises those per-trial averages
     over trials (so its std is the spread of the task average, not of single tasks). Trials
@@ -319,7 +346,7 @@ def summarize(selected: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                 if acc.size == 0:
                     mean = std = lo = hi = math.nan
                 else:
-                    mean, std, lo, hi = t_interval(acc, confidence)
+                    mean, std, lo, hi = t_interval(acc, confidence, bounds=ACCURACY_RANGE)
                 rows.append({"benchmark": bench, "task": task, "method": method,
                              "uses_target_labels": bool(labels[method]), "n": int(acc.size), "mean": mean,
                              "std": std, "ci_low": lo, "ci_high": hi})
@@ -331,7 +358,7 @@ def rule_comparison(frame: pd.DataFrame, primary: str, confidence: float = 0.95)
 
     For each (benchmark, task, method) and the mean over tasks, the :func:`summarize` columns of
     both rules (prefixed ``realistic_`` and ``oracle_``) and
-    ``gap = oracle_mean - realistic_mean`` (percentage points; :math:`\ge 0` cell by cell since
+    ``gap = oracle_mean - realistic_mean`` (a difference of fractions; :math:`\ge 0` cell by cell since
     the oracle maximises the very accuracy being averaged, over the same trials).
 
     Raises:
@@ -655,7 +682,8 @@ def wilcoxon_holm(scores: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
     Returns:
         DataFrame, one row per pair in column order of ``scores``: ``method_a, method_b, n_tasks,
-        mean_difference`` (a - b, points), ``statistic, pvalue, pvalue_holm, significant``.
+        mean_difference`` (a - b, a difference of accuracies as fractions), ``statistic, pvalue,
+        pvalue_holm, significant``.
 
     Raises:
         ValueError: fewer than 2 methods, or non-finite scores.

@@ -26,8 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
 
-import torch
-
+from ..compare import _init_worker as _init_compare_worker
 from ..compare import library_versions
 from .records import RecordStore
 from .run import RunResult, execute_run, load_task
@@ -62,7 +61,8 @@ class StudySummary:
 
 
 def _init_worker() -> None:
-    torch.set_num_threads(1)
+    # one torch thread, and no multiprocessing lock for tqdm (see adaptlib.compare._init_worker)
+    _init_compare_worker()
 
 
 def _environment(executor: str, workers: Optional[int], scheduler: Optional[str]) -> Dict[str, Any]:

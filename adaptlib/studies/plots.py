@@ -140,12 +140,13 @@ def plot_cd_diagram(avg_ranks: pd.Series, cd: float, path: os.PathLike, *,
 
 def plot_accuracy_curves(curves: pd.DataFrame, path: os.PathLike, *, methods: Optional[Sequence[str]] = None,
                          labels: Optional[Mapping[str, str]] = None, title: Optional[str] = None) -> Path:
-    """Plot mean target accuracy (%) vs checkpoint step, one line per method, one panel per benchmark.
+    """Plot mean target accuracy vs checkpoint step, one line per method, one panel per benchmark.
 
     Args:
         curves: output of :func:`~adaptlib.studies.analysis.accuracy_curves` (columns
-            ``benchmark, method, step, n_trials, mean, std``); a band of +-1 std over trials is
-            drawn where the std is defined.
+            ``benchmark, method, step, n_trials, mean, std``; accuracies as fractions in [0, 1],
+            drawn in percent); a band of +-1 std over trials is drawn where the std is defined,
+            clipped to [0, 100] %.
         path: output PNG file.
         methods: which methods, in which order (default: order in ``curves``).
         labels: display name per method.
@@ -173,11 +174,13 @@ def plot_accuracy_curves(curves: pd.DataFrame, path: os.PathLike, *, methods: Op
             c = sub[sub["method"] == m].sort_values("step")
             if c.empty:
                 continue
-            x, y, s = c["step"].to_numpy(), c["mean"].to_numpy(), c["std"].to_numpy(dtype=float)
+            x = c["step"].to_numpy()
+            y, s = 100 * c["mean"].to_numpy(dtype=float), 100 * c["std"].to_numpy(dtype=float)
             ax.plot(x, y, marker="o", ms=4, lw=1.6, color=colors[m], label=labels.get(m, m))
             ok = np.isfinite(s)
             if ok.any():
-                ax.fill_between(x[ok], (y - s)[ok], (y + s)[ok], color=colors[m], alpha=0.15, lw=0)
+                ax.fill_between(x[ok], np.clip(y - s, 0, 100)[ok], np.clip(y + s, 0, 100)[ok], color=colors[m],
+                                alpha=0.15, lw=0)
         ax.set_xlabel("training step (checkpoint)")
         ax.set_ylabel("target accuracy (%)")
         ax.set_title(bench, fontsize=10)
@@ -196,10 +199,12 @@ def plot_task_bars(comparison: pd.DataFrame, path: os.PathLike, *, benchmark: Op
 
     One panel per task of ``benchmark`` plus the mean over tasks; in each, per method, a solid
     bar (selection by ``primary``) and a hatched, lighter bar (oracle selection, an upper bound)
-    with 95% confidence-interval whiskers where defined. Bars start at 0.
+    with 95% confidence-interval whiskers where defined, clipped to [0, 100] % so that they stay
+    inside the plot. Bars start at 0.
 
     Args:
-        comparison: output of :func:`~adaptlib.studies.analysis.rule_comparison`.
+        comparison: output of :func:`~adaptlib.studies.analysis.rule_comparison` (accuracies as
+            fractions in [0, 1]; drawn in percent).
         path: output PNG file.
         benchmark: which benchmark (default: the only one; required if there are several).
         methods: which methods, in which order (default: order in ``comparison``).
@@ -225,7 +230,11 @@ def plot_task_bars(comparison: pd.DataFrame, path: os.PathLike, *, benchmark: Op
         benchmark = benches[0]
     if benchmark not in benches:
         raise ValueError(f"benchmark: unknown {benchmark!r}; present are {benches}")
-    sub = comparison[comparison["benchmark"] == benchmark]
+    sub = comparison[comparison["benchmark"] == benchmark].copy()
+    percent = [c for c in need[3:] if c in sub.columns]  # fractions -> percent, intervals inside [0, 100]
+    sub[percent] = 100 * sub[percent].astype(float)
+    for c in ("realistic_ci_low", "realistic_ci_high", "oracle_ci_low", "oracle_ci_high"):
+        sub[c] = sub[c].clip(0.0, 100.0)
     methods = list(methods) if methods is not None else list(dict.fromkeys(sub["method"]))
     labels = dict(labels or {})
     colors = method_colors(methods)

@@ -14,7 +14,9 @@ Tables (stdlib :mod:`sqlite3`; every table refuses ``UPDATE`` and ``DELETE`` thr
     (which launch recorded it), ``attempts`` (submissions it took), ``train_seconds``,
     ``eval_seconds``, ``started``, ``finished``, ``env`` (JSON: host, pid, threads, split sizes).
 ``checkpoints``
-    one row per (run, step): ``key``, ``step``, ``target_accuracy`` (%, the oracle).
+    one row per (run, step): ``key``, ``step``, ``target_accuracy`` (the oracle: a fraction in
+    [0, 1] in schema version 2; percent in version 1 files, which are still read and appended
+    to in their own unit, and converted to fractions by :meth:`RecordStore.frame`).
 ``scores``
     one row per (run, step, validator): ``key``, ``step``, ``validator``, ``value`` (higher is
     better; NaN is stored as NULL).
@@ -38,7 +40,10 @@ from .spec import RESULT_KEYS, VALIDATORS, Study, StudyError
 
 __all__ = ["RecordStore", "FRAME_COLUMNS", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+#: Version 2: ``checkpoints.target_accuracy`` is a fraction in [0, 1] (version 1: percent).
+SCHEMA_VERSION = 2
+#: Versions this adaptlib reads and appends to, and the scale of their stored accuracy.
+_ACCURACY_SCALE = {1: 100.0, 2: 1.0}
 
 #: The columns of :meth:`RecordStore.frame`, in order.
 FRAME_COLUMNS = ("study", "benchmark", "task", "method", "config", "trial", "seed", "step", "hparams",
@@ -120,13 +125,23 @@ class RecordStore:
             if not set(_TABLES) <= tables:
                 raise ValueError(f"{self.path} is not an adaptlib study records file (tables {sorted(tables)})")
             version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is None or int(version[0]) != SCHEMA_VERSION:
+            if version is None or int(version[0]) not in _ACCURACY_SCALE:
                 raise ValueError(f"{self.path} has records schema version {version and version[0]}; this adaptlib "
-                                 f"reads version {SCHEMA_VERSION}")
+                                 f"reads versions {sorted(_ACCURACY_SCALE)}")
         except BaseException:
             con.close()
             raise
         return con
+
+    def _accuracy_scale(self, con: sqlite3.Connection) -> float:
+        """Stored accuracy = fraction x this (100 in version 1 files, 1 from version 2)."""
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return _ACCURACY_SCALE[int(version[0])]
+
+    def schema_version(self) -> int:
+        """The records file's schema version (1: accuracy stored in percent; 2: as a fraction)."""
+        with closing(self._connect()) as con:
+            return int(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
 
     # ------------------------------------------------------------------ writing (driver only)
     def begin_launch(self, study: Study, environment: Mapping[str, Any]) -> int:
@@ -183,8 +198,10 @@ class RecordStore:
                      result.status, result.error, int(launch), int(attempts), float(result.train_seconds),
                      float(result.eval_seconds), result.started, result.finished,
                      json.dumps(result.env, sort_keys=True, default=str)))
+                scale = self._accuracy_scale(con)  # a version 1 file keeps its percent
                 con.executemany("INSERT INTO checkpoints VALUES (?, ?, ?)",
-                                [(spec.key, int(r["step"]), _num(r["target_accuracy"])) for r in result.rows])
+                                [(spec.key, int(r["step"]), _num(scale * r["target_accuracy"]))
+                                 for r in result.rows])
                 con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?)",
                                 [(spec.key, int(r["step"]), name, _num(value))
                                  for r in result.rows for name, value in r["scores"].items()])
@@ -230,7 +247,8 @@ class RecordStore:
         Columns, exactly and in this order (:data:`FRAME_COLUMNS`): ``study``, ``benchmark``,
         ``task``, ``method``, ``config`` (int, 0 = defaults), ``trial`` (int), ``seed`` (int),
         ``step`` (int), ``hparams`` (JSON string), ``uses_target_labels`` (bool),
-        ``target_accuracy`` (float, %, the oracle), then one float column per validator,
+        ``target_accuracy`` (float, the oracle: a fraction in [0, 1], also for records of schema
+        version 1, which stored percent), then one float column per validator,
         ``"source-accuracy"``, ``"iwv"``, ``"dev"``, ``"snd"``, ``"entropy"`` (higher is
         better; NaN where not computed). Rows are sorted by method, task, config, trial, step.
 
@@ -247,6 +265,7 @@ class RecordStore:
                 f"r.hparams, r.uses_target_labels, c.target_accuracy FROM runs r JOIN checkpoints c ON c.key = r.key "
                 f"{where}", con)
             scores = pd.read_sql_query("SELECT key, step, validator, value FROM scores", con)
+            scale = self._accuracy_scale(con)
         if len(scores):
             wide = scores.pivot_table(index=["key", "step"], columns="validator", values="value", aggfunc="first",
                                       dropna=False).reset_index()
@@ -258,5 +277,5 @@ class RecordStore:
         for col in ("config", "trial", "seed", "step"):
             out[col] = out[col].astype("int64")
         out["uses_target_labels"] = out["uses_target_labels"].astype(bool)
-        out["target_accuracy"] = out["target_accuracy"].astype(float)
+        out["target_accuracy"] = out["target_accuracy"].astype(float) / scale
         return out

@@ -19,8 +19,12 @@ oracle (target accuracy: an upper bound), and writes into the folder:
 ``per_task_<b>.png``   per task bars, realistic vs oracle, one file per benchmark
 =====================  =======================================================================
 
-``*`` is ``md``, ``csv`` and ``tex``. CSV files hold the unformatted numbers; Markdown and
-LaTeX hold ``mean ± std`` cells. Methods that train on target labels carry "†".
+``*`` is ``md``, ``csv`` and ``tex``. CSV files hold the unformatted numbers, accuracies (and
+their std, intervals, gaps and differences) as fractions in [0, 1] like the records; Markdown
+and LaTeX hold ``mean ± std`` cells in percent, and their headers and captions say "%" or
+"points". Confidence intervals are clipped to [0, 100] %, and the report warns when there
+are fewer than 3 trials (:data:`~adaptlib.studies.analysis.MIN_TRIALS_FOR_CI`): the interval
+then says little. Methods that train on target labels carry "†".
 """
 from __future__ import annotations
 
@@ -64,23 +68,41 @@ def _num(x: float, digits: int = 1, style: str = "md") -> str:
 
 
 def _pm(mean: float, std: float, style: str) -> str:
+    """``mean ± std`` of an accuracy given as a fraction, shown in percent."""
     if not math.isfinite(float(mean)):
         return _DASH[style]
     if not math.isfinite(float(std)):
-        return f"{mean:.1f}"
-    return f"{mean:.1f}{_PM[style]}{std:.1f}"
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f}{_PM[style]}{100 * std:.1f}"
 
 
 def _ci(lo: float, hi: float, style: str) -> str:
+    """``[low, high]`` of an accuracy interval given as fractions, shown in percent."""
     if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
         return _DASH[style]
-    return f"[{lo:.1f}, {hi:.1f}]"
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def _pval(p: float, style: str) -> str:
     if not math.isfinite(float(p)):
         return _DASH[style]
     return "< 0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def _few_trials_note(frame: pd.DataFrame, pct: int) -> str:
+    """A warning when some (benchmark, task, method) has fewer trials than a usable interval needs."""
+    fewest = int(frame.groupby(list(A.GROUP_COLUMNS[:3]))["trial"].nunique().min())
+    if fewest >= A.MIN_TRIALS_FOR_CI:
+        return ""
+    if fewest == 1:
+        return (f"Warning: some cells have a single trial, which gives no {pct}% interval (–); with fewer than "
+                f"{A.MIN_TRIALS_FOR_CI} trials the intervals are not meaningful.")
+    from scipy import stats
+
+    t = float(stats.t.ppf(0.5 + _CONFIDENCE / 2, fewest - 1))
+    return (f"Warning: with {fewest} trials the {pct}% intervals are not meaningful (Student-t quantile {t:.1f}: "
+            f"they span most of the range even after clipping to [0, 100]); run at least {A.MIN_TRIALS_FOR_CI} "
+            "trials (seeds) before reading them.")
 
 
 def _p_is(p: float) -> str:
@@ -222,7 +244,7 @@ def write_report(frame: pd.DataFrame, folder: os.PathLike, *, primary: str, vali
                         f"{pct}% CI (realistic)": _ci(r["realistic_ci_low"], r["realistic_ci_high"], style),
                         esc(orac_head): _pm(r["oracle_mean"], r["oracle_std"], style),
                         f"{pct}% CI (oracle)": _ci(r["oracle_ci_low"], r["oracle_ci_high"], style),
-                        "gap": _num(r["gap"], 1, style)})
+                        "gap": _num(100 * r["gap"], 1, style)})
             rows.append(row)
         df = pd.DataFrame(rows)
         if style == "tex":
@@ -233,7 +255,10 @@ def write_report(frame: pd.DataFrame, folder: os.PathLike, *, primary: str, vali
                    f"and {pct}% Student-t confidence interval. Realistic: (config, step) chosen by the {primary} "
                    "validator (no target label). Oracle: chosen by target test accuracy, an upper bound that no "
                    "unsupervised selection can reach. Gap = oracle − realistic (points). Mean over tasks: each "
-                   "trial averaged over tasks, then over trials.")
+                   "trial averaged over tasks, then over trials. Intervals are clipped to [0, 100].")
+    few = _few_trials_note(frame, pct)
+    if few:
+        acc_caption += " " + few
     if any_dagger:
         acc_caption += " † the method trains on labelled target samples."
     acc_md = out.table("accuracy", comp, accuracy_display("md"), accuracy_display("tex"), acc_caption)
@@ -298,8 +323,9 @@ def write_report(frame: pd.DataFrame, folder: os.PathLike, *, primary: str, vali
                 "method": [lab[m] for m in ranks_num["method"]],
                 esc(f"average rank, {primary}"): [f"{x:.2f}" for x in ranks_num["average_rank_realistic"]],
                 esc("average rank, oracle (upper bound)"): [f"{x:.2f}" for x in ranks_num["average_rank_oracle"]],
-                esc(f"accuracy (%), {primary}"): [f"{x:.1f}" for x in ranks_num["mean_accuracy_realistic"]],
-                esc("accuracy (%), oracle (upper bound)"): [f"{x:.1f}" for x in ranks_num["mean_accuracy_oracle"]]})
+                esc(f"accuracy (%), {primary}"): [f"{100 * x:.1f}" for x in ranks_num["mean_accuracy_realistic"]],
+                esc("accuracy (%), oracle (upper bound)"): [f"{100 * x:.1f}"
+                                                            for x in ranks_num["mean_accuracy_oracle"]]})
 
         ranks_caption = (f"Average rank over {n_blocks} task(s) (rank 1 = best within a task, ties share the average "
                          f"rank) of the per-task mean target accuracy over trials, under the {primary} selection and "
@@ -341,7 +367,7 @@ def write_report(frame: pd.DataFrame, folder: os.PathLike, *, primary: str, vali
                 esc = (lambda s: s) if style == "md" else _tex
                 return pd.DataFrame({
                     "method A": [lab[m] for m in pw["method_a"]], "method B": [lab[m] for m in pw["method_b"]],
-                    esc("mean A − B (points)"): [f"{x:+.2f}" for x in pw["mean_difference"]],
+                    esc("mean A − B (points)"): [f"{100 * x:+.2f}" for x in pw["mean_difference"]],
                     "W": [_num(x, 1, style) for x in pw["statistic"]],
                     "p": [_pval(x, style) for x in pw["pvalue"]],
                     esc("p (Holm)"): [_pval(x, style) for x in pw["pvalue_holm"]],
@@ -379,6 +405,8 @@ def write_report(frame: pd.DataFrame, folder: os.PathLike, *, primary: str, vali
              "study's primary validator; no target label is used). Oracle: the (config, step) with the highest "
              "target test accuracy: an *upper bound*, not a usable method. Ties: the smallest config (0 = default "
              "hyper-parameters), then the earliest step. Checkpoints without a score cannot be selected.", ""]
+    if few:
+        lines += [f"**{few}**", ""]
     if any_dagger:
         lines += ["† trains on labelled target samples: not comparable with the unsupervised methods.", ""]
     lines += ["## Realistic vs oracle selection", "", acc_md, acc_caption, "",

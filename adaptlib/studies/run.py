@@ -40,7 +40,8 @@ class RunResult:
         status: ``"ok"``, or ``"diverged"`` when the loss became NaN or inf
             (:class:`FloatingPointError`; the checkpoints scored before are kept in ``rows``).
         error: the divergence message, or ``""``.
-        rows: one dict per checkpoint: ``step``, ``target_accuracy`` (%, the oracle) and
+        rows: one dict per checkpoint: ``step``, ``target_accuracy`` (the oracle, a fraction in
+            [0, 1]) and
             ``scores`` (validator name -> score, higher is better).
         train_seconds, eval_seconds: wall time spent training and scoring checkpoints.
         started, finished: ISO-8601 UTC times.
@@ -170,7 +171,7 @@ def execute_run(spec: RunSpec) -> RunResult:
             scores = validation.evaluate(spec.validators, source_train=source_train, source_val=source_val,
                                          target=target, seed=spec.seed)
             test_y = data.target_test.y if keep_test is None else data.target_test.y[keep_test]
-            accuracy = 100.0 * validation.oracle(_predict(model, test_x), test_y)
+            accuracy = float(validation.oracle(_predict(model, test_x), test_y))
         finally:
             torch.set_rng_state(rng)
         rows.append({"step": tr_.step, "target_accuracy": accuracy,

@@ -200,12 +200,34 @@ def _names(raw: Mapping[str, Any], key: str, default: Any, source: str) -> List[
     return list(value)
 
 
+def _check_configs(name: str, methods: List[str], configs: int, source: str) -> None:
+    """Build every method with each of its ``configs`` configurations once, before any run.
+
+    The configurations are drawn from the search spaces declared beside the methods; a draw
+    that a method refuses (a search space outside the method's own checks) fails here with the
+    method, the configuration and the parameter named, instead of in every run that uses it.
+    """
+    from ..compare import _probe_model
+    from ..methods.search_space import check_hparams
+    from .registry import split_hparams
+
+    for method in methods:
+        for config in range(configs):
+            hparams = split_hparams(sample_config(name, method, config))[1]
+            try:
+                check_hparams(METHODS[method], hparams, model=_probe_model())
+            except ValueError as e:
+                raise StudyError(f"{_where(source, 'methods')}: configuration {config} of {e} (drawn from the "
+                                 f"search space of {METHODS[method].__name__})") from None
+
+
 def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = None) -> Study:
     """Parse and validate the TOML ``text`` of a study file; fill in every default.
 
     Raises:
-        StudyError: invalid TOML, an unknown key, a missing ``name`` or ``benchmark``, or a bad
-            value; the message names ``source`` and the key (and lists what is allowed).
+        StudyError: invalid TOML, an unknown key, a missing ``name`` or ``benchmark``, a bad
+            value, or a sampled configuration that its method refuses; the message names
+            ``source`` and the key (and lists what is allowed).
     """
     from ..datasets import BENCHMARKS
 
@@ -244,6 +266,7 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     if bad:
         raise StudyError(f"{_where(source, 'methods')}: unknown method(s) {bad}; known are {sorted(METHODS)}")
     configs = _int(raw, "configs", 1, source)
+    _check_configs(name, methods, configs, source)
     seeds = _int(raw, "seeds", 1, source)
     steps = _int(raw, "steps", settings["steps"], source)
     checkpoint_every = _int(raw, "checkpoint_every", max(1, steps // 4), source)
