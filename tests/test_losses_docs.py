@@ -9,7 +9,8 @@ from torch import nn
 
 import adaptlib.losses as losses
 
-MODULES = ["mmd", "coral", "sinkhorn", "jdot", "adversarial", "modules"]
+MODULES = ["mmd", "coral", "sinkhorn", "jdot", "adversarial", "modules", "conditional", "confusion",
+           "feature_norm", "mdd"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -43,7 +44,9 @@ def test_public_api_is_complete():
     expected = {"mmd", "jmmd", "gaussian_bandwidths", "coral", "sinkhorn", "SinkhornResult",
                 "sinkhorn_divergence", "sinkhorn_plan", "jdot", "JDOTResult", "gradient_reversal",
                 "domain_adversarial", "entropy", "MMDLoss", "JMMDLoss", "CORALLoss",
-                "SinkhornLoss", "GradientReversal"}
+                "SinkhornLoss", "GradientReversal", "multilinear_map", "randomized_multilinear_map",
+                "cdan_entropy_weights", "conditional_domain_adversarial", "margin_disparity_discrepancy",
+                "minimum_class_confusion", "batch_nuclear_norm", "adaptive_feature_norm", "hard_feature_norm"}
     assert set(losses.__all__) == expected
     for name in expected:
         assert inspect.getdoc(getattr(losses, name)), name

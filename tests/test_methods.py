@@ -22,6 +22,14 @@ EXPECTED = {
     "deep-coral": {"classification": ALL_MODEL, "coral": FEATURE},
     "deepjdot": {"classification": ALL_MODEL, "jdot_feature": FEATURE, "jdot_label": ALL_MODEL},
     "sinkhorn": {"classification": ALL_MODEL, "ot": FEATURE},
+    "cdan": {"classification": ALL_MODEL, "domain": FEATURE | {"discriminator"}},  # predictions detached
+    "cdan-e": {"classification": ALL_MODEL, "domain": FEATURE | {"discriminator"}},
+    "mcc": {"classification": ALL_MODEL, "mcc": ALL_MODEL},
+    "bnm": {"classification": ALL_MODEL, "bnm": ALL_MODEL},
+    "afn": {"classification": ALL_MODEL, "feature_norm": FEATURE},
+    "entropy-min": {"classification": ALL_MODEL, "entropy": ALL_MODEL},
+    "jan": {"classification": ALL_MODEL, "jmmd": ALL_MODEL},  # softmax(logits) is the second JMMD layer
+    "mdd": {"classification": ALL_MODEL, "disparity": FEATURE | {"adversarial_head"}},  # argmax of h: no gradient
 }
 
 
@@ -146,3 +154,46 @@ def test_get_method_errors():
         get_method("nope")
     with pytest.raises(TypeError, match="dann"):
         get_method("dann", not_a_hparam=1)
+
+
+def test_cdan_randomized_map_is_automatic_above_4096_and_saved_with_the_method(surf_small):
+    xs, ys, xt, _ = surf_small
+    small = _model(xs.shape[1])  # D*C = 32*10: the full multilinear map
+    big = AdaptModel(mlp(xs.shape[1], [64]), num_classes=10, bottleneck_dim=512)  # 5120 > 4096
+    for model, randomized, in_dim in ((small, False, 320), (big, True, 1024)):
+        for name in ("cdan", "cdan-e"):
+            method = get_method(name)
+            method.setup(model)
+            assert method.uses_randomized_map(model) is randomized
+            first = next(m for m in method.discriminator.modules() if isinstance(m, torch.nn.Linear))
+            assert first.in_features == in_dim
+            assert ("random_features" in method.state_dict()) is randomized
+            assert method.entropy_conditioning is (name == "cdan-e")
+            out = method.loss_terms(model, _batch(surf_small), Progress(50, 100))
+            assert torch.isfinite(out.losses["domain"])
+    forced = get_method("cdan", randomized=True, randomized_dim=16)
+    forced.setup(small)
+    assert forced.random_features.shape == (32, 16) and forced.random_predictions.shape == (10, 16)
+
+
+def test_mdd_adversary_ascends_the_disparity_and_features_descend_it(surf_small):
+    """One small gradient step of the summed loss: the adversarial head raises D, the features lower it."""
+    torch.manual_seed(0)
+    model = _model(surf_small[0].shape[1])
+    method = get_method("mdd")
+    method.setup(model)
+    progress = Progress(step=50, total_steps=100)
+    batch = _batch(surf_small)
+    batch = Batch(batch.source, batch.target, None)
+    out = method.loss_terms(model, batch, progress)
+    d0 = float(out.metrics["mdd"])
+    groups = ((list(method.adversarial_head.parameters()), 1), (list(model.bottleneck.parameters()), -1))
+    all_grads = [torch.autograd.grad(out.losses["disparity"], params, retain_graph=True) for params, _ in groups]
+    for (params, sign), grads in zip(groups, all_grads):
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(1e-3 * g / max(float(g.norm()), 1e-12))
+            d1 = float(method.loss_terms(model, batch, progress).metrics["mdd"])
+            for p, g in zip(params, grads):
+                p.add_(1e-3 * g / max(float(g.norm()), 1e-12))
+        assert sign * (d1 - d0) > 0, (sign, d0, d1)

@@ -12,20 +12,33 @@ Functional losses (tensors in, scalar tensor or result dataclass out) and thin
 * :func:`jdot` / :class:`JDOTResult`: DeepJDOT joint feature/label OT loss.
 * :func:`gradient_reversal`, :func:`domain_adversarial`, :func:`entropy`: DANN building
   blocks and the entropy regulariser.
+* :func:`multilinear_map`, :func:`randomized_multilinear_map`, :func:`cdan_entropy_weights`,
+  :func:`conditional_domain_adversarial`: CDAN's conditioning and loss.
+* :func:`margin_disparity_discrepancy`: MDD's objective between a classifier and its
+  adversarial head.
+* :func:`minimum_class_confusion` (MCC), :func:`batch_nuclear_norm` (BNM): losses on the
+  matrix of a batch's predictions.
+* :func:`adaptive_feature_norm` (SAFN), :func:`hard_feature_norm` (HAFN): feature-norm losses.
 
 All functions validate their inputs (errors name the offending argument), work in float32
 and float64 on the inputs' device, and floor every data-derived scale so that identical or
 constant inputs never produce NaN. MMD, JMMD, CORAL and Sinkhorn also accept float16 and
 bfloat16 inputs (e.g. under ``torch.autocast``): they compute and return float32, and the
 gradients come back in the input dtype. JDOT rejects half precision with a ``TypeError``;
-:func:`domain_adversarial`, :func:`entropy` and :func:`gradient_reversal` compute in the
-input dtype. ``scripts/fuzz_losses.py`` fuzzes all of them.
+:func:`domain_adversarial`, :func:`entropy`, :func:`gradient_reversal` and the CDAN maps
+compute in the input dtype; MCC, BNM, the feature norms and MDD compute half precision in
+float32 (float32 and float64 in their own dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
 
 ``mmd``, ``jmmd``, ``sinkhorn`` and ``sinkhorn_divergence`` run along one of three
 computation paths (``path="dense"``, ``"tiled"`` or ``"triton"``; ``"auto"`` by default),
 described in :mod:`adaptlib.kernels`.
 """
 from .adversarial import domain_adversarial, entropy, gradient_reversal
+from .conditional import (cdan_entropy_weights, conditional_domain_adversarial, multilinear_map,
+                          randomized_multilinear_map)
+from .confusion import batch_nuclear_norm, minimum_class_confusion
+from .feature_norm import adaptive_feature_norm, hard_feature_norm
+from .mdd import margin_disparity_discrepancy
 from .coral import coral
 from .jdot import JDOTResult, jdot
 from .mmd import gaussian_bandwidths, jmmd, mmd
@@ -46,6 +59,15 @@ __all__ = [
     "gradient_reversal",
     "domain_adversarial",
     "entropy",
+    "multilinear_map",
+    "randomized_multilinear_map",
+    "cdan_entropy_weights",
+    "conditional_domain_adversarial",
+    "margin_disparity_discrepancy",
+    "minimum_class_confusion",
+    "batch_nuclear_norm",
+    "adaptive_feature_norm",
+    "hard_feature_norm",
     "MMDLoss",
     "JMMDLoss",
     "CORALLoss",

@@ -14,7 +14,7 @@ from typing import ContextManager, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .._checks import check_features, check_same_space
+from .._checks import check_features, check_same_space, value_checks_enabled
 
 SUPPORTED_DTYPES: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
@@ -68,3 +68,26 @@ def no_autocast(device: torch.device) -> ContextManager:
     if device.type in ("cpu", "cuda"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def check_logits(x: object, name: str, *, min_classes: int = 1, cols: str = "C") -> Tensor:
+    """``x`` is a floating ``(N, C)`` tensor with ``N >= 1``, ``C >= min_classes``, finite values.
+
+    ``cols`` names the second dimension in messages (``"D"`` for features).
+
+    Any floating dtype is accepted (the prediction losses compute half precision in float32).
+    The NaN/inf scan is skipped inside :func:`adaptlib._checks.skip_value_checks`.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, {cols}), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, {cols}), got shape {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} needs at least one row, got shape {tuple(x.shape)}")
+    if x.shape[1] < min_classes:
+        raise ValueError(f"{name} needs at least {min_classes} column(s), got shape {tuple(x.shape)}")
+    if value_checks_enabled() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x

@@ -6,18 +6,26 @@ from __future__ import annotations
 
 from typing import Any, Dict, Type, Union
 
+from .afn import AFN
 from .base import Batch, LabeledBatch, Method, Progress, StepOutput, UnlabeledBatch, dann_warmup
+from .bnm import BNM
+from .cdan import CDAN, CDANE
 from .coral import DeepCORAL
 from .dan import DAN
 from .dann import DANN
+from .entropy_min import EntropyMinimization
 from .finetune import FineTune
+from .jan import JAN
 from .jdot import DeepJDOT
+from .mcc import MCC
+from .mdd import MDD
 from .search_space import Choice, HParam, LogUniform, ScaledGrid, Uniform
 from .sinkhorn_align import SinkhornAlign
 from .source_only import SourceOnly
 
 METHODS: Dict[str, Type[Method]] = {
-    cls.name: cls for cls in (SourceOnly, FineTune, DANN, DAN, DeepCORAL, DeepJDOT, SinkhornAlign)
+    cls.name: cls for cls in (SourceOnly, FineTune, DANN, DAN, DeepCORAL, DeepJDOT, SinkhornAlign,
+                              CDAN, CDANE, MCC, BNM, AFN, EntropyMinimization, JAN, MDD)
 }
 
 
@@ -43,6 +51,7 @@ def get_method(method: Union[str, Method], **hparams: Any) -> Method:
 
 __all__ = [
     "Batch", "LabeledBatch", "UnlabeledBatch", "Progress", "StepOutput", "Method", "dann_warmup",
-    "SourceOnly", "FineTune", "DANN", "DAN", "DeepCORAL", "DeepJDOT", "SinkhornAlign", "METHODS", "get_method",
+    "SourceOnly", "FineTune", "DANN", "DAN", "DeepCORAL", "DeepJDOT", "SinkhornAlign", "CDAN", "CDANE", "MCC", "BNM",
+    "AFN", "EntropyMinimization", "JAN", "MDD", "METHODS", "get_method",
     "HParam", "Uniform", "LogUniform", "Choice", "ScaledGrid",
 ]
