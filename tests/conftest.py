@@ -30,7 +30,8 @@ except ImportError:  # hypothesis is in the dev extra; its tests skip without it
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The benchmark data folder: $ADAPTLIB_DATA, else ../shared/data beside the repository."""
-    root = Path(os.environ.get("ADAPTLIB_DATA", REPO.parent / "shared" / "data"))
+    # absolute: tests hand it to subprocesses that run in other folders (CI sets a relative path)
+    root = Path(os.environ.get("ADAPTLIB_DATA", REPO.parent / "shared" / "data")).resolve()
     if not root.is_dir():
         pytest.fail(f"benchmark data not found at {root}: set ADAPTLIB_DATA")
     return root
