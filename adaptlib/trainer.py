@@ -907,13 +907,14 @@ class Trainer:
                 optimizer.step()
                 self.step = step + 1
                 with torch.no_grad():  # one stack and one add per step, whatever the number of terms
-                    tensor_metrics = {k: v for k, v in out.metrics.items() if isinstance(v, Tensor)}
+                    metrics = out.metrics
+                    tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)} if metrics else {}
                     names = ("loss", *out.losses, *tensor_metrics)
                     row = torch.stack([loss.detach(), *(v.detach() for v in values),
                                        *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
                     sums.add(names, row)
-                    if len(tensor_metrics) < len(out.metrics):  # plain numbers are summed in Python
-                        sums.add_numbers({k: float(v) for k, v in out.metrics.items() if k not in tensor_metrics})
+                    if len(tensor_metrics) < len(metrics):  # plain numbers are summed in Python
+                        sums.add_numbers({k: float(v) for k, v in metrics.items() if k not in tensor_metrics})
                     count += 1
                 if self.step % self.log_every == 0 or self.step == self.steps:
                     record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
@@ -928,7 +929,8 @@ class Trainer:
                         f"{name}/accuracy": self._accuracy(payload, kind, f"eval_sets[{name!r}]")
                         for name, (kind, payload) in evals.items()}})
                     _restore_modes(modes, frozen)
-                bar.update(1)
+                if show:
+                    bar.update(1)
                 self._after_step(sums, count)
                 if callback is not None and (self.step % every == 0 or self.step == self.steps):
                     callback(self)
