@@ -843,15 +843,6 @@ class Trainer:
         self._optimizer, self._streams = optimizer, streams
         sums, count = self._start(checkpoint)  # step 0, or everything restored from the checkpoint
         modes = user_modes + _record_modes(method)  # the method's modules: as setup left them
-        hooks = []
-        if one_row:  # batch-norm layers in train mode normalise one-row batches with their running statistics
-            hooks = [h for m, training in modes if isinstance(m, _BatchNorm) and training
-                     for h in (m.register_forward_pre_hook(_one_row_pre_hook),
-                               m.register_forward_hook(_one_row_post_hook))]
-        threads = self._threads_for(params)
-        previous_threads = torch.get_num_threads()
-        if threads is not None and threads != previous_threads:
-            torch.set_num_threads(threads)
         multi_process = _dist.is_distributed()
         on_cpu = self.device.type == "cpu"
         show = (self.progress_bar if self.progress_bar is not None else sys.stderr.isatty()) and _dist.rank() == 0
@@ -859,7 +850,16 @@ class Trainer:
         frozen: Tuple[nn.Module, ...] = ()
         frozen_params: List[Tensor] = []
         _restore_modes(modes)
+        threads = self._threads_for(params)
+        previous_threads = torch.get_num_threads()
+        hooks = []
         try:
+            if threads is not None and threads != previous_threads:
+                torch.set_num_threads(threads)
+            if one_row:  # batch-norm layers in train mode normalise one-row batches with their running statistics
+                hooks = [h for m, training in modes if isinstance(m, _BatchNorm) and training
+                         for h in (m.register_forward_pre_hook(_one_row_pre_hook),
+                                   m.register_forward_hook(_one_row_post_hook))]
             for step in range(self.step, self.steps):
                 progress = Progress(step, self.steps)
                 factor = lr_factor(self.lr_schedule, progress.fraction)

@@ -209,6 +209,27 @@ def test_divergence_names_the_step_and_what_to_try():
     step = int(info.value.args[0].split("step ")[1].split(" ")[0])
     assert t.step == step - 1  # the parameters are those before the step that diverged
     assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    assert all(m.training for m in t.model.modules())  # modes (and threads) restored on the way out
+
+
+def test_modes_and_threads_are_restored_when_fit_raises():
+    xs, ys, _, _ = _data()
+    model = _bn_model()
+    model.backbone.eval()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def boom(tr):
+            tr.model.eval()
+            assert torch.get_num_threads() == 1
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(model, steps=5, batch_size=8, **QUIET).fit((xs, ys), callback=boom, callback_every=2)
+        assert torch.get_num_threads() == 2
+        assert not model.backbone.training and model.head.training and model.training
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_max_grad_norm_clips_the_update():
