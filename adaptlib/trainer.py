@@ -432,7 +432,7 @@ class Trainer:
         ValueError / TypeError: on invalid settings, naming the argument.
         FloatingPointError: during :meth:`fit` when the loss becomes NaN or inf: the message
             names the step at which the run diverged (on the CPU the step itself, checked before
-            its backward pass, so the model keeps the last finite step's parameters; on an
+            its backward pass, so the model keeps the parameters from before that step; on an
             accelerator the first logging step at or after it), the non-finite loss terms, and
             what to try (a lower ``lr``, ``max_grad_norm``).
 
@@ -895,7 +895,7 @@ class Trainer:
                 # accelerator the check would synchronise every step; there the logged sums are checked.
                 if on_cpu and not math.isfinite(loss.item()):
                     bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
-                    raise FloatingPointError(self._diverged(f"at step {step + 1}", bad))
+                    raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if multi_process:
@@ -920,7 +920,7 @@ class Trainer:
                     record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
                     if not math.isfinite(record["loss"]):
                         bad = {k: v for k, v in record.items() if not math.isfinite(v)}
-                        raise FloatingPointError(self._diverged(f"by step {self.step}", bad))
+                        raise FloatingPointError(self._diverged(f"by step {self.step}", bad, params))
                     self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
                     sums, count = _LogSums(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
@@ -944,12 +944,15 @@ class Trainer:
                 torch.set_num_threads(previous_threads)
         return self.history
 
-    def _diverged(self, where: str, bad: Mapping[str, float]) -> str:
+    def _diverged(self, where: str, bad: Mapping[str, float], params: List[Tensor]) -> str:
         """The message of the FloatingPointError raised when the loss becomes NaN or inf."""
+        finite = all(bool(torch.isfinite(p).all()) for p in params)
+        state = ("its parameters (after step {}) are still finite" if finite else
+                 "its parameters (after step {}) already hold NaN or inf").format(self.step)
         return (f"non-finite loss {where} of {self.steps} with method {self.method.name!r}: {dict(bad)}. The run "
-                f"diverged; the model keeps the parameters of the last finite step. Try a lower learning rate "
-                f"(lr={self.lr:g} now), gradient clipping (max_grad_norm=, e.g. 1.0 or 10.0), or check the scale "
-                f"of the inputs")
+                f"diverged; the model is left as it was before that step and {state}. Try a lower learning "
+                f"rate (lr={self.lr:g} now), gradient clipping (max_grad_norm=, e.g. 1.0 or 10.0), or check "
+                f"the scale of the inputs")
 
     def _check_sizes(self, data: Mapping[str, Tuple[Any, ...]]) -> bool:
         """Warn about batches larger than their data; return whether some stream has one-row batches.
