@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -26,7 +28,13 @@ from ._streams import DatasetStream, TensorStream
 from .methods import Batch, LabeledBatch, Method, Progress, UnlabeledBatch, get_method
 from .models import AdaptModel
 
-__all__ = ["Trainer", "History", "lr_factor"]
+__all__ = ["Trainer", "History", "lr_factor", "SMALL_MODEL_PARAMETERS"]
+
+#: With ``num_threads="auto"`` on the CPU, :meth:`Trainer.fit` trains models (with the method's
+#: modules) of fewer trainable parameters than this with one intra-op thread: their operations
+#: are too small to gain from a thread pool, whose synchronisation then dominates each step
+#: (benchmarks/README.md, "Trainer overhead on tiny networks").
+SMALL_MODEL_PARAMETERS = 1_000_000
 
 LabeledData = Union[Tuple[Tensor, Tensor], Dataset, Any]
 UnlabeledData = Union[Tensor, Dataset, Any]
@@ -96,7 +104,36 @@ def _check_inputs(x: Any, name: str, dtype: Optional[torch.dtype]) -> None:
         raise ValueError(f"{name} inputs are on the meta device and hold no data")
     if dtype is not None and x.is_floating_point() and x.dtype != dtype:
         raise TypeError(f"{name} inputs are {x.dtype} but the model's parameters are {dtype}: convert the "
-                        f"inputs (x.to({dtype})) or the model (model.to({dtype}))")
+                        f"inputs (x.to({dtype})) or the model (model.to({x.dtype}))")
+
+
+def _is_array_like(x: Any) -> bool:
+    """A NumPy array or scalar, or a (nested) list of numbers or arrays: what :func:`_as_tensor` converts."""
+    return isinstance(x, (np.ndarray, np.generic, list))
+
+
+def _as_tensor(x: Any, name: str, what: str, dtype: Optional[torch.dtype]) -> Any:
+    """``x`` as a tensor when it is array-like (else unchanged, for the checks to refuse by name).
+
+    Floating inputs (``what == "inputs"``) get ``dtype`` (the model's; the default dtype when
+    ``None``); integer labels (``what == "labels"``) become int64. Other kinds keep their dtype
+    (float labels are then refused by :func:`_check_labels` with the ``encode_labels`` hint).
+    """
+    if isinstance(x, Tensor) or not _is_array_like(x):
+        return x
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} {what} could not be read as an array ({e}); pass a tensor or a NumPy array") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} {what} must be numbers, got an array of dtype {arr.dtype}"
+                        + (f". {_LABEL_HINT}" if what == "labels" else ""))
+    t = torch.as_tensor(arr)
+    if what == "inputs" and t.is_floating_point():
+        return t.to(dtype or torch.get_default_dtype())
+    if what == "labels" and arr.dtype.kind in "iu":
+        return t.to(torch.int64)
+    return t
 
 
 def _as_labeled(data: LabeledData, name: str, num_classes: Optional[int],
@@ -108,7 +145,9 @@ def _as_labeled(data: LabeledData, name: str, num_classes: Optional[int],
     elif hasattr(data, "x") and hasattr(data, "y"):
         x, y = data.x, data.y
     else:
-        raise TypeError(f"{name} must be (x, y) tensors, an object with .x and .y, or a Dataset; got {type(data).__name__}")
+        raise TypeError(f"{name} must be (x, y) tensors or arrays, an object with .x and .y, or a Dataset; got "
+                        f"{type(data).__name__}")
+    x, y = _as_tensor(x, name, "inputs", dtype), _as_tensor(y, name, "labels", None)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"{name} must hold tensors, got {type(x).__name__} and {type(y).__name__} (convert "
                         f"numbers with torch.as_tensor; for labels that are not 0..C-1 indices use "
@@ -129,8 +168,10 @@ def _as_unlabeled(data: UnlabeledData, name: str, dtype: Optional[torch.dtype] =
         return "dataset", data
     if isinstance(data, Tensor):
         x = data
-    elif hasattr(data, "x") and not isinstance(data, (tuple, list)):
-        x = data.x  # a Domain: only its inputs are read; its labels never reach the method
+    elif isinstance(data, (np.ndarray, list)):
+        x = _as_tensor(data, name, "inputs", dtype)
+    elif hasattr(data, "x") and not isinstance(data, tuple):
+        x = _as_tensor(data.x, name, "inputs", dtype)  # a Domain: only its inputs are read; its labels never reach the method
     else:
         raise TypeError(
             f"{name} must be an unlabelled tensor (M, ...), an object with .x, or a Dataset; got "
@@ -151,6 +192,83 @@ def _batch_check(name: str, num_classes: Optional[int], dtype: Optional[torch.dt
         if len(fields) > 1:
             _check_labels(fields[1], name, num_classes)
     return check
+
+
+# ------------------------------------------------------------------ modules' modes
+Modes = List[Tuple[nn.Module, bool]]
+
+
+def _record_modes(*roots: nn.Module) -> Modes:
+    """Every submodule of ``roots`` with its ``training`` flag (the user's modes, to restore later)."""
+    return [(m, m.training) for root in roots for m in root.modules()]
+
+
+def _restore_modes(modes: Modes, frozen: Tuple[nn.Module, ...] = ()) -> None:
+    """Give each module its recorded mode, then put the ``frozen`` ones (and their submodules) in eval mode."""
+    for module, training in modes:
+        module.training = training
+    for module in frozen:
+        module.eval()
+
+
+def _one_row_pre_hook(module: nn.Module, args: Tuple[Any, ...]) -> None:
+    x = args[0] if args else None
+    if module.training and isinstance(x, Tensor) and x.dim() >= 2 and x.numel() == x.shape[1]:
+        module.training = False  # one value per channel: normalise with the running statistics
+        module._adaptlib_one_row = True  # type: ignore[attr-defined]
+
+
+def _one_row_post_hook(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+    if getattr(module, "_adaptlib_one_row", False):
+        module.training = True
+        module._adaptlib_one_row = False  # type: ignore[attr-defined]
+
+
+def _first_layer(module: nn.Module) -> Optional[nn.Module]:
+    """The first ``nn.Linear`` or convolution among ``module``'s submodules (registration order)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            return m
+    return None
+
+
+_SHAPE_ERRORS = ("cannot be multiplied", "size mismatch", "channels", "shape")
+
+
+def _shape_error(error: Exception, x: Tensor, name: str, model: nn.Module) -> Optional[ValueError]:
+    """A ValueError naming ``name``'s dimension and the model's when ``error`` is an input-shape mismatch, else None."""
+    layer = _first_layer(getattr(model, "backbone", model))
+    if isinstance(layer, nn.Linear) and x.dim() == 2 and x.shape[1] != layer.in_features:
+        return ValueError(f"{name} has {x.shape[1]} features but the model's backbone expects "
+                          f"{layer.in_features} (its first layer is {layer}; inputs of shape {tuple(x.shape)})")
+    if isinstance(layer, nn.modules.conv._ConvNd) and x.dim() >= 3 and x.shape[1] != layer.in_channels:
+        return ValueError(f"{name} has {x.shape[1]} channels but the model's backbone expects "
+                          f"{layer.in_channels} (its first layer is {layer}; inputs of shape {tuple(x.shape)})")
+    if any(key in str(error) for key in _SHAPE_ERRORS):
+        first = f" (the backbone's first layer is {layer})" if layer is not None else ""
+        return ValueError(f"{name} inputs of shape {tuple(x.shape)} do not fit the model{first}: {error}")
+    return None
+
+
+def _probe(model: nn.Module, x: Tensor, name: str) -> None:
+    """Run one row of ``x`` through ``model`` (eval mode, no gradient, modes restored after).
+
+    Raises:
+        ValueError: the row does not fit the model's input shape (naming both dimensions).
+    Other errors of the probe are ignored here: training meets them at its first step.
+    """
+    modes = _record_modes(model)
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), x.device)
+        with torch.no_grad():
+            model(x[:1].to(device))
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        error = _shape_error(e, x, name, model)
+        if error is not None:
+            raise error from None
+    finally:
+        _restore_modes(modes)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -228,7 +346,7 @@ class Trainer:
             ``"dann"``, ``"dan"``, ``"deep-coral"``, ``"deepjdot"``, ``"sinkhorn"``).
         method_kwargs: hyper-parameters for a method given by name.
         steps: number of optimizer steps.
-        batch_size: source batch size (and labelled-target batch size, capped at its size).
+        batch_size: source batch size (and labelled-target batch size); see "Batches" below.
         target_batch_size: unlabelled target batch size (default: ``batch_size``).
         optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adam"``.
         lr: base learning rate; ``backbone_lr_multiplier`` scales it for the backbone (0.1
@@ -247,6 +365,49 @@ class Trainer:
             every ``checkpoint_every`` steps and at the end. ``None``: no checkpoints.
         checkpoint_every: steps between checkpoints (default: a tenth of ``steps``, at least
             1); needs ``checkpoint_dir``.
+        max_grad_norm: if given, the gradients of all trained parameters are rescaled at each
+            step so that their global L2 norm is at most this (``clip_grad_norm_``); ``None``
+            (default): no clipping. A remedy for runs that diverge.
+        num_threads: intra-op CPU threads during :meth:`fit`. ``"auto"`` (default): on the
+            CPU, one thread when the model and the method's modules have fewer than
+            :data:`SMALL_MODEL_PARAMETERS` (1e6) parameters, whose small operations run slower
+            with a thread pool (about 1.2x the cost of a hand-written loop with one thread, up
+            to 10x and more with two on a shared 2-core machine; ``benchmarks/README.md``);
+            otherwise torch's setting is left alone. An integer: that many threads. ``None``:
+            never touch torch's setting. :meth:`fit` sets the count with
+            ``torch.set_num_threads`` (a process-wide setting) when it starts and restores the
+            previous count when it returns or raises.
+
+    Batches: each data stream draws batches of ``min(batch size, N)`` rows from its ``N``
+    rows, a fresh permutation every epoch, without replacement, and drops the incomplete last
+    batch of each epoch (as ``DataLoader(shuffle=True, drop_last=True)``; a different
+    remainder each epoch), so every step sees batches of one size. The sizes: ``batch_size``
+    for the source and for ``target_labeled``, ``target_batch_size`` for the unlabelled target.
+    A source or target set smaller than its batch size gives batches of the whole set,
+    reshuffled, with a ``UserWarning`` naming the set, the argument and both sizes (for
+    ``target_labeled``, few-shot by design, the cap ``min(batch_size, N)`` is silent). A stream
+    with batches of one row (one row of data, or a batch size of 1) gets a ``UserWarning`` when
+    the model has batch-norm layers in train mode: those cannot compute batch statistics of one
+    row, so for one-row inputs they normalise with their running statistics (as in eval mode)
+    and do not update them; batch-norm layers without running statistics
+    (``track_running_stats=False``) make that a ``ValueError`` at set-up.
+
+    Modes: :meth:`fit` keeps each submodule's own ``training`` flag as it found it when it
+    started (all in train mode for a new model): a part the user put in eval mode (say a
+    pre-trained backbone with ``backbone.eval().requires_grad_(False)``) stays in eval mode at
+    every step, its batch-norm statistics untouched. After each evaluation and each callback
+    the recorded modes are restored, and again when :meth:`fit` returns. A method's
+    :meth:`~adaptlib.methods.Method.frozen_modules` (FineTune's ``freeze_backbone``) run in
+    eval mode while frozen and get no update, so their parameters and buffers stay
+    bit-identical. A model entirely in eval mode when :meth:`fit` starts trains in eval mode,
+    with a ``UserWarning``. :meth:`predict` and :meth:`evaluate` run in eval mode and restore
+    each module's mode afterwards.
+
+    Inputs: wherever a tensor is accepted, a NumPy array or a nested list is too; floating
+    values are converted to the model's dtype, integer labels to int64. Floating tensors must
+    already have the model's dtype (``TypeError`` saying which to convert otherwise). Before
+    training, one row of each tensor input runs through the model (eval mode, no gradient):
+    a feature dimension the model does not take is a ``ValueError`` naming both dimensions.
 
     Checkpoints and resuming (as ``Trainer.fit(ckpt_path="last")`` in PyTorch Lightning):
     ``fit(..., resume=True)`` continues from ``checkpoint_dir/last.pt`` if it exists (and
@@ -269,8 +430,11 @@ class Trainer:
 
     Raises:
         ValueError / TypeError: on invalid settings, naming the argument.
-        FloatingPointError: during :meth:`fit` when the loss becomes NaN or inf (the message
-            names the step and the loss terms).
+        FloatingPointError: during :meth:`fit` when the loss becomes NaN or inf: the message
+            names the step at which the run diverged (on the CPU the step itself, checked before
+            its backward pass, so the model keeps the parameters from before that step; on an
+            accelerator the first logging step at or after it), the non-finite loss terms, and
+            what to try (a lower ``lr``, ``max_grad_norm``).
 
     Multi-process training (``torchrun``, see ``docs/distributed.md``): when
     ``torch.distributed`` is initialised with more than one process, :meth:`fit` broadcasts
@@ -305,6 +469,8 @@ class Trainer:
         progress_bar: Optional[bool] = None,
         checkpoint_dir: Union[str, os.PathLike, None] = None,
         checkpoint_every: Optional[int] = None,
+        max_grad_norm: Optional[float] = None,
+        num_threads: Union[int, str, None] = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (an AdaptModel), got {type(model).__name__}")
@@ -345,6 +511,11 @@ class Trainer:
             raise ValueError("checkpoint_every needs checkpoint_dir: pass the folder to write checkpoints to")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every or max(1, steps // 10)
+        self.max_grad_norm = None if max_grad_norm is None else check_positive(max_grad_norm, "max_grad_norm")
+        if not (num_threads is None or num_threads == "auto"
+                or (isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads > 0)):
+            raise ValueError(f"num_threads must be 'auto', None or a positive integer, got {num_threads!r}")
+        self.num_threads = num_threads
         self.step = 0
         self.history = History()
         self._pending: Optional[Dict[str, Any]] = None  # a loaded checkpoint the next fit() continues from
@@ -389,7 +560,8 @@ class Trainer:
                 "batch_size": self.batch_size, "target_batch_size": self.target_batch_size, "seed": self.seed,
                 "optimizer": self.optimizer_name, "lr": self.lr, "backbone_lr_multiplier": self.backbone_lr_multiplier,
                 "momentum": self.momentum, "weight_decay": self.weight_decay, "lr_schedule": self.lr_schedule,
-                "log_every": self.log_every, "eval_every": self.eval_every, "world_size": _dist.world_size()}
+                "log_every": self.log_every, "eval_every": self.eval_every, "world_size": _dist.world_size(),
+                "max_grad_norm": self.max_grad_norm}
 
     def checkpoint_path(self) -> Optional[Path]:
         """The file :meth:`fit` writes in ``checkpoint_dir`` and ``resume=True`` reads: ``last.pt``
@@ -562,7 +734,9 @@ class Trainer:
 
         Inputs and labels are moved to the Trainer's ``device`` (a stream moves in-memory
         tensors once, ``Dataset`` batches as they come); the model and the method are moved
-        there too. Labels of any integer dtype are converted to int64.
+        there too. Labels of any integer dtype are converted to int64. Array-likes (NumPy
+        arrays, lists) are accepted wherever tensors are (floating values converted to the
+        model's dtype). Modes, batch sizes and threads: see the class docstring.
 
         Args:
             source: labelled source data: ``(x, y)`` with ``x`` ``(N, ...)`` and ``y`` ``(N,)``
@@ -584,8 +758,8 @@ class Trainer:
             callback: called as ``callback(trainer)`` after every ``callback_every``-th step
                 and after the last one (once the step's logging, evaluation and checkpoint are
                 done; :attr:`step` is the number of steps done). It may evaluate the model
-                (e.g. the per-checkpoint validator scores of :mod:`adaptlib.studies`); the
-                model and the method are put back in training mode afterwards. It must not
+                (e.g. the per-checkpoint validator scores of :mod:`adaptlib.studies`); each
+                module of the model and the method gets its training-time mode back afterwards. It must not
                 change parameters, and should restore the global RNG state if it draws from it.
             callback_every: steps between callback calls (default: ``checkpoint_every``).
 
@@ -595,12 +769,18 @@ class Trainer:
                 :func:`adaptlib.encode_labels`), floating inputs of another dtype than the
                 model's, tensors on the ``meta`` device; ``resume=True`` without
                 ``checkpoint_dir``; a checkpoint saved with other settings or data sizes.
+            ValueError: a tensor input's feature dimension (or channel count) does not fit
+                the model, naming both; one-row batches with batch-norm layers that keep no
+                running statistics.
             FileNotFoundError: ``resume`` names a file that does not exist.
-            FloatingPointError: the loss became NaN or inf.
+            FloatingPointError: the loss became NaN or inf (the message names the step).
 
         Warns:
             UserWarning: some of the model's classes never occur in tensor ``source`` labels
-                (a sign of 1-based or gapped labels; see :func:`adaptlib.encode_labels`).
+                (a sign of 1-based or gapped labels; see :func:`adaptlib.encode_labels`); a
+                source or target set smaller than its batch size; one-row batches with
+                batch-norm layers in train mode; a model entirely in eval mode (see the class
+                docstring: "Batches", "Modes").
         """
         method, model = self.method, self.model
         if callback_every is not None and (not isinstance(callback_every, int) or callback_every <= 0):
@@ -624,22 +804,35 @@ class Trainer:
                 warnings.warn(f"source labels never take the values {missing} of the model's {num_classes} classes "
                               f"0..{num_classes - 1}; if the labels are 1-based or have gaps, map them with "
                               "adaptlib.encode_labels and set num_classes=len(classes)", UserWarning, stacklevel=2)
-        streams = {"source": self._stream(src_kind, src, self.batch_size, 1, keep=2,
-                                          check=_batch_check("source", num_classes, dtype))}
+        data = {"source": (src_kind, src, self.batch_size, "batch_size", 1, 2)}
         if method.uses_target:
             kind, tgt = _as_unlabeled(target, "target", dtype)
-            streams["target"] = self._stream(kind, tgt, self.target_batch_size, 2, keep=1,
-                                             check=_batch_check("target", num_classes, dtype))
+            data["target"] = (kind, tgt, self.target_batch_size, "target_batch_size", 2, 1)
         if method.uses_target_labels:
             kind, tl = _as_labeled(target_labeled, "target_labeled", num_classes, dtype)
-            streams["target_labeled"] = self._stream(kind, tl, self.batch_size, 3, keep=2,
-                                                     check=_batch_check("target_labeled", num_classes, dtype))
+            data["target_labeled"] = (kind, tl, self.batch_size, "batch_size", 3, 2)
         evals = {name: _as_labeled(d, f"eval_sets[{name!r}]", num_classes, dtype)
                  for name, d in (eval_sets or {}).items()}
+        user_modes = _record_modes(model)
+        if not any(training for _, training in user_modes):
+            warnings.warn("the model is in eval mode at the start of fit: the Trainer keeps each module's mode, so "
+                          "it trains in eval mode (dropout off, batch-norm statistics not updated). Call "
+                          "model.train() before fit unless that is intended", UserWarning, stacklevel=2)
+        one_row = self._check_sizes(data)
+        # one row of every tensor input through the model: a wrong feature dimension fails here, by name
+        model.to(self.device)
+        probed = set()
+        for name, (kind, payload) in ([(n, (d[0], d[1])) for n, d in data.items()]
+                                      + [(f"eval_sets[{n!r}]", e) for n, e in evals.items()]):
+            if kind == "tensor" and (tuple(payload[0].shape[1:]), payload[0].dtype) not in probed:
+                _probe(model, payload[0], name)
+                probed.add((tuple(payload[0].shape[1:]), payload[0].dtype))
+        streams = {name: self._stream(kind, payload, size, offset, keep=keep,
+                                      check=_batch_check(name, num_classes, dtype))
+                   for name, (kind, payload, size, _, offset, keep) in data.items()}
 
         torch.manual_seed(self.seed)
         method.setup(model)
-        model.to(self.device)
         method.to(self.device)
         _dist.broadcast_module_state((model, method))  # ranks start identical (no-op in one process)
         if _dist.rank() > 0:  # each rank its own dropout masks
@@ -649,18 +842,34 @@ class Trainer:
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         self._optimizer, self._streams = optimizer, streams
         sums, count = self._start(checkpoint)  # step 0, or everything restored from the checkpoint
+        modes = user_modes + _record_modes(method)  # the method's modules: as setup left them
         multi_process = _dist.is_distributed()
         on_cpu = self.device.type == "cpu"
         show = (self.progress_bar if self.progress_bar is not None else sys.stderr.isatty()) and _dist.rank() == 0
         bar = tqdm(total=self.steps, initial=self.step, desc=method.name, disable=not show, leave=False)
-        model.train()
-        method.train()
+        frozen: Tuple[nn.Module, ...] = ()
+        frozen_params: List[Tensor] = []
+        _restore_modes(modes)
+        threads = self._threads_for(params)
+        previous_threads = torch.get_num_threads()
+        hooks = []
         try:
+            if threads is not None and threads != previous_threads:
+                torch.set_num_threads(threads)
+            if one_row:  # batch-norm layers in train mode normalise one-row batches with their running statistics
+                hooks = [h for m, training in modes if isinstance(m, _BatchNorm) and training
+                         for h in (m.register_forward_pre_hook(_one_row_pre_hook),
+                                   m.register_forward_hook(_one_row_post_hook))]
             for step in range(self.step, self.steps):
                 progress = Progress(step, self.steps)
                 factor = lr_factor(self.lr_schedule, progress.fraction)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
+                now_frozen = tuple(method.frozen_modules(model, progress))
+                if now_frozen != frozen:  # frozen parts run in eval mode and get no update
+                    frozen = now_frozen
+                    frozen_params = [p for m in frozen for p in m.parameters()]
+                    _restore_modes(modes, frozen)
                 if multi_process:
                     _dist.broadcast_module_state((model, method), parameters=False)
                 with torch.no_grad():
@@ -682,77 +891,179 @@ class Trainer:
                 if loss.dim() != 0:
                     raise ValueError(f"method {method.name!r} returned non-scalar loss terms: "
                                      f"{ {k: tuple(v.shape) for k, v in out.losses.items()} }")
-                # Checked before backward, so the parameters stay intact. On an accelerator the
-                # check would synchronise every step; there the logged sums are checked instead.
+                # Checked before backward, so the parameters stay those of the last good step. On an
+                # accelerator the check would synchronise every step; there the logged sums are checked.
                 if on_cpu and not math.isfinite(loss.item()):
                     bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
-                    raise FloatingPointError(f"non-finite loss at step {step + 1} with method {method.name!r}: {bad}")
+                    raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if multi_process:
                     _dist.average_gradients(params)
+                for p in frozen_params:
+                    p.grad = None  # no update, weight decay or momentum for a frozen part
+                if self.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
                 optimizer.step()
                 self.step = step + 1
                 with torch.no_grad():  # one stack and one add per step, whatever the number of terms
-                    tensor_metrics = {k: v for k, v in out.metrics.items() if isinstance(v, Tensor)}
+                    metrics = out.metrics
+                    tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)} if metrics else {}
                     names = ("loss", *out.losses, *tensor_metrics)
                     row = torch.stack([loss.detach(), *(v.detach() for v in values),
                                        *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
                     sums.add(names, row)
-                    if len(tensor_metrics) < len(out.metrics):  # plain numbers are summed in Python
-                        sums.add_numbers({k: float(v) for k, v in out.metrics.items() if k not in tensor_metrics})
+                    if len(tensor_metrics) < len(metrics):  # plain numbers are summed in Python
+                        sums.add_numbers({k: float(v) for k, v in metrics.items() if k not in tensor_metrics})
                     count += 1
                 if self.step % self.log_every == 0 or self.step == self.steps:
                     record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
                     if not math.isfinite(record["loss"]):
                         bad = {k: v for k, v in record.items() if not math.isfinite(v)}
-                        raise FloatingPointError(f"non-finite loss by step {self.step} with method {method.name!r}: {bad}")
+                        raise FloatingPointError(self._diverged(f"by step {self.step}", bad, params))
                     self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
                     sums, count = _LogSums(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
                 if evals and ((self.eval_every and self.step % self.eval_every == 0) or self.step == self.steps):
                     self.history.eval.append({"step": self.step, **{
-                        f"{name}/accuracy": self._accuracy(payload, kind) for name, (kind, payload) in evals.items()}})
-                    model.train()
-                    method.train()
-                bar.update(1)
+                        f"{name}/accuracy": self._accuracy(payload, kind, f"eval_sets[{name!r}]")
+                        for name, (kind, payload) in evals.items()}})
+                    _restore_modes(modes, frozen)
+                if show:
+                    bar.update(1)
                 self._after_step(sums, count)
                 if callback is not None and (self.step % every == 0 or self.step == self.steps):
                     callback(self)
-                    model.train()
-                    method.train()
+                    _restore_modes(modes, frozen)
         finally:
             bar.close()
-        model.eval()
-        method.eval()
+            for h in hooks:
+                h.remove()
+            _restore_modes(modes)  # the user's modes, as fit found them
+            if threads is not None and threads != previous_threads:
+                torch.set_num_threads(previous_threads)
         return self.history
+
+    def _diverged(self, where: str, bad: Mapping[str, float], params: List[Tensor]) -> str:
+        """The message of the FloatingPointError raised when the loss becomes NaN or inf."""
+        finite = all(bool(torch.isfinite(p).all()) for p in params)
+        state = ("its parameters (after step {}) are still finite" if finite else
+                 "its parameters (after step {}) already hold NaN or inf").format(self.step)
+        return (f"non-finite loss {where} of {self.steps} with method {self.method.name!r}: {dict(bad)}. The run "
+                f"diverged; the model is left as it was before that step and {state}. Try a lower learning "
+                f"rate (lr={self.lr:g} now), gradient clipping (max_grad_norm=, e.g. 1.0 or 10.0), or check "
+                f"the scale of the inputs")
+
+    def _check_sizes(self, data: Mapping[str, Tuple[Any, ...]]) -> bool:
+        """Warn about batches larger than their data; return whether some stream has one-row batches.
+
+        Raises:
+            ValueError: one-row batches with a batch-norm layer in train mode that keeps no running
+                statistics (it can normalise neither in train nor in eval mode).
+        """
+        one_row = []
+        for name, (kind, payload, size, arg, _, _) in data.items():
+            n = len(payload) if kind == "dataset" else int(payload[0].shape[0])
+            if n < size and name != "target_labeled":
+                default = " (its default: batch_size)" if arg == "target_batch_size" and size == self.batch_size else ""
+                warnings.warn(f"{name} has {n} rows but {arg} is {size}{default}: every {name} batch is the whole "
+                              f"set, reshuffled ({n} rows)", UserWarning, stacklevel=3)
+            if min(n, size) == 1:
+                one_row.append(f"{name} has 1 row" if n == 1 else f"{arg} is 1")
+        if not one_row:
+            return False
+        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm) and m.training]
+        if not norms:
+            return True
+        what = " and ".join(one_row)
+        stateless = [m for m in norms if m.running_mean is None]
+        if stateless:
+            raise ValueError(f"{what}, so its batches have one row, and the model has batch-norm layers in train "
+                             f"mode without running statistics (track_running_stats=False, e.g. {stateless[0]}), "
+                             f"which cannot normalise one row: pass at least 2 rows per batch")
+        warnings.warn(f"{what}, so its batches have one row: batch-norm layers in train mode cannot compute batch "
+                      f"statistics of one row; for one-row batches they normalise with their running statistics "
+                      f"(as in eval mode) and do not update them. Pass more rows, or put the batch-norm layers in "
+                      f"eval mode (the Trainer keeps each module's mode)", UserWarning, stacklevel=3)
+        return True
+
+    def _threads_for(self, params: List[Tensor]) -> Optional[int]:
+        """The intra-op thread count :meth:`fit` runs with, or ``None`` to leave torch's setting alone."""
+        if self.num_threads != "auto":
+            return self.num_threads  # type: ignore[return-value]
+        if self.device.type != "cpu" or sum(p.numel() for p in params) >= SMALL_MODEL_PARAMETERS:
+            return None
+        return 1
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self, x: Tensor, *, batch_size: int = 4096) -> Tensor:
-        """Class logits ``(N, C)`` of inputs ``x`` ``(N, ...)``, in eval mode, computed in chunks."""
+    def predict(self, x: Any, *, batch_size: int = 4096) -> Tensor:
+        """Class logits of inputs ``x``, in eval mode, computed in chunks of ``batch_size`` rows.
+
+        Args:
+            x: inputs ``(N, ...)``: a tensor of the model's dtype (any device; moved to the
+                Trainer's device chunk by chunk), or an array-like (NumPy array, nested list),
+                whose floating values are converted to the model's dtype.
+
+        Returns:
+            ``(N, C)`` logits on the CPU, in the model's dtype.
+
+        The model runs in eval mode; each module's mode (train or eval) is restored afterwards.
+
+        Raises:
+            TypeError: ``x`` is not a tensor or array-like, or a floating tensor of another dtype
+                than the model's (the message says which to convert).
+            ValueError: ``x``'s feature dimension does not fit the model (the message names both).
+        """
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+        x = _as_tensor(x, "x", "inputs", dtype)
+        _check_inputs(x, "x", dtype)
+        return self._predict(x, "x", batch_size)
+
+    @torch.no_grad()
+    def _predict(self, x: Tensor, name: str, batch_size: int = 4096) -> Tensor:
+        modes = _record_modes(self.model)
         self.model.eval()
         self.model.to(self.device)
-        outs = [self.model(x[i:i + batch_size].to(self.device)).logits for i in range(0, x.shape[0], batch_size)]
+        outs = []
+        try:
+            for i in range(0, x.shape[0], batch_size):
+                chunk = x[i:i + batch_size]
+                try:
+                    outs.append(self.model(chunk.to(self.device)).logits)
+                except RuntimeError as e:
+                    error = _shape_error(e, chunk, name, self.model) if i == 0 else None
+                    if error is None:
+                        raise
+                    raise error from None
+        finally:
+            _restore_modes(modes)
+        if not outs:
+            return torch.empty(0, getattr(self.model, "num_classes", 0), dtype=x.dtype if x.is_floating_point() else None)
         return torch.cat(outs).cpu()
 
     def evaluate(self, data: LabeledData) -> float:
-        """Accuracy in [0, 1] of the model on labelled ``data`` (same forms as ``source`` in :meth:`fit`).
+        """Accuracy in [0, 1] of the model on labelled ``data`` (same forms as ``source`` in :meth:`fit`,
+        array-likes included), in eval mode; each module's mode is restored afterwards.
 
         In a multi-process run this is a collective: every rank must call it (each evaluates
         every ``W``-th sample and the counts are summed).
+
+        Raises:
+            TypeError / ValueError: as for ``source`` in :meth:`fit`, with the argument named
+                ``data``; a feature dimension that does not fit the model (naming both).
         """
-        kind, payload = _as_labeled(data, "data", getattr(self.model, "num_classes", None))
-        return self._accuracy(payload, kind)
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+        kind, payload = _as_labeled(data, "data", getattr(self.model, "num_classes", None), dtype)
+        return self._accuracy(payload, kind, "data")
 
     @torch.no_grad()
-    def _accuracy(self, payload: Any, kind: str) -> float:
-        self.model.eval()
+    def _accuracy(self, payload: Any, kind: str, name: str = "data") -> float:
         if _dist.is_distributed():  # rank r evaluates samples r, r + W, ...; the counts are summed
             r, w = _dist.rank(), _dist.world_size()
             if kind == "tensor":
                 x, y = payload[0][r::w], payload[1][r::w]
-                hits = int((self.predict(x).argmax(1) == y.cpu()).sum()) if y.numel() else 0
+                hits = int((self._predict(x, name).argmax(1) == y.cpu()).sum()) if y.numel() else 0
                 correct, total = _dist.all_reduce_sum_counts((hits, int(y.numel())))
             else:
                 shard = torch.utils.data.Subset(payload, range(r, len(payload), w))
@@ -760,14 +1071,19 @@ class Trainer:
             return correct / max(total, 1)
         if kind == "tensor":
             x, y = payload
-            return int((self.predict(x).argmax(1) == y.cpu()).sum()) / max(int(y.numel()), 1)  # exact, as for Datasets
+            return int((self._predict(x, name).argmax(1) == y.cpu()).sum()) / max(int(y.numel()), 1)  # exact, as for Datasets
         correct, total = self._dataset_counts(payload)
         return correct / max(total, 1)
 
     def _dataset_counts(self, dataset: Dataset) -> Tuple[int, int]:
         correct = total = 0
-        for xb, yb in torch.utils.data.DataLoader(dataset, batch_size=1024):
-            pred = self.model(xb.to(self.device)).logits.argmax(1).cpu()
-            correct += int((pred == yb).sum())
-            total += int(yb.numel())
+        modes = _record_modes(self.model)
+        self.model.eval()
+        try:
+            for xb, yb in torch.utils.data.DataLoader(dataset, batch_size=1024):
+                pred = self.model(xb.to(self.device)).logits.argmax(1).cpu()
+                correct += int((pred == yb).sum())
+                total += int(yb.numel())
+        finally:
+            _restore_modes(modes)
         return correct, total

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Mapping, Optional, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -116,8 +116,9 @@ class Method(nn.Module, abc.ABC):
 
     Subclasses set the class attributes, create their extra modules in :meth:`setup`, and
     implement :meth:`loss_terms`. The trainer calls, once, ``setup(model)``, then at each step
-    ``on_step_start(model, progress)`` (under ``torch.no_grad``) and ``loss_terms(model,
-    batch, progress)``, sums the returned losses, and does backward and the optimizer step.
+    ``frozen_modules(model, progress)``, ``on_step_start(model, progress)`` (under
+    ``torch.no_grad``) and ``loss_terms(model, batch, progress)``, sums the returned losses,
+    and does backward and the optimizer step.
 
     Class attributes:
         name: registry name (``"dann"``).
@@ -146,6 +147,18 @@ class Method(nn.Module, abc.ABC):
 
     def on_step_start(self, model: AdaptModel, progress: Progress) -> None:
         """Hook before each step, run without gradient (e.g. snapshot weights at a phase change)."""
+
+    def frozen_modules(self, model: AdaptModel, progress: Progress) -> Sequence[nn.Module]:
+        """The submodules of ``model`` this method does not train at ``progress`` (default: none).
+
+        The Trainer runs them in eval mode for that step (batch-norm statistics do not move,
+        dropout is off) and drops any gradient they receive before the optimizer step, so their
+        whole state (parameters and buffers) stays bit-identical while they are frozen. The
+        method should compute them under ``torch.no_grad()`` to save the backward pass. Called
+        once per step, before :meth:`on_step_start`; the Trainer owns the modes, a method never
+        calls ``train()`` or ``eval()`` itself.
+        """
+        return ()
 
     @abc.abstractmethod
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:

@@ -1,7 +1,7 @@
 """Fine-tuning on a few labelled target samples, with optional frozen backbone or L2-SP."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 
@@ -17,8 +17,10 @@ class FineTune(Method):
     Phase 2: ``CE(h(g(x_t^l)), y_t^l) + (l2sp / 2) ||w - w_0||^2`` on the labelled target
     samples, where ``w`` are the backbone weights and ``w_0`` their values at the end of
     phase 1 (L2-SP, Li, Grandvalet & Davoine, ICML 2018; ``l2sp = 0`` disables it). With
-    ``freeze_backbone`` the backbone gets no gradient in phase 2 (only the bottleneck and
-    head adapt), the classic "linear probe" variant.
+    ``freeze_backbone`` the backbone is frozen in phase 2 (only the bottleneck and head
+    adapt), the classic "linear probe" variant: it runs without gradient and, through
+    :meth:`frozen_modules`, in eval mode, so its parameters and buffers (batch-norm running
+    statistics) stay exactly those of the end of phase 1.
 
     This method uses target labels; its accuracy is reported on the target samples that were
     not used for training and is marked as such in every table.
@@ -68,6 +70,10 @@ class FineTune(Method):
 
     def in_target_phase(self, progress: Progress) -> bool:
         return progress.fraction >= self.source_fraction
+
+    def frozen_modules(self, model: AdaptModel, progress: Progress) -> Tuple[torch.nn.Module, ...]:
+        """``(model.backbone,)`` in phase 2 with ``freeze_backbone``, else ``()``."""
+        return (model.backbone,) if self.freeze_backbone and self.in_target_phase(progress) else ()
 
     def on_step_start(self, model: AdaptModel, progress: Progress) -> None:
         if self.l2sp > 0 and self.in_target_phase(progress) and self.anchor.numel() == 0:
