@@ -31,7 +31,9 @@ from torch import Tensor
 
 from .._checks import check_choice, check_features, check_same_space, check_weights
 from ..kernels import check_path, resolve_path
-from ..kernels.mmd_tiled import DEFAULT_BLOCK, LayerSpec, PairSpec, geometric_squarings, pair_value
+from ..kernels.mmd_autograd import pair_value
+from ..kernels.mmd_spec import LayerSpec, PairSpec, geometric_squarings
+from ..kernels.mmd_tiled import DEFAULT_BLOCK
 from ._validate import check_feature_pair, check_same_kind, check_tensor_kind, compute_dtype, no_autocast
 
 __all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
