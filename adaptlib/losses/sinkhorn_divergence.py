@@ -147,7 +147,8 @@ def sinkhorn_divergence(
         inputs, float32 otherwise, half inputs included).
 
     Raises:
-        The errors of :func:`sinkhorn` (arguments named ``source``, ``target``, ...).
+        ValueError: the errors of :func:`sinkhorn` (arguments named ``source``, ``target``, ...);
+            ``TypeError`` likewise.
 
     Warns:
         RuntimeWarning: one of the three OT problems did not converge within ``max_iter``.
