@@ -124,14 +124,16 @@ def method_example(name: str, steps: int = 50) -> str:
         "from adaptlib import AdaptModel, Trainer, mlp",
         "",
         "torch.manual_seed(0)",
-        "xs, ys = torch.randn(200, 20), torch.randint(0, 3, (200,))   # labelled source",
-        "xt, yt = torch.randn(150, 20) + 0.5, torch.randint(0, 3, (150,))  # target (yt: evaluation only)",
+        "# labelled source; target inputs (yt only evaluates)",
+        "xs, ys = torch.randn(200, 20), torch.randint(0, 3, (200,))",
+        "xt, yt = torch.randn(150, 20) + 0.5, torch.randint(0, 3, (150,))",
         "model = AdaptModel(mlp(20, [64]), num_classes=3, bottleneck_dim=32)",
         f"trainer = Trainer(model, {name!r}, steps={steps}, batch_size=32, lr=0.01)",
     ]
     if cls.uses_target_labels:
         lines.append("labelled = (xt[:9], yt[:9])  # a few labelled target samples")
-        lines.append("history = trainer.fit((xs, ys), xt, target_labeled=labelled, eval_sets={\"target\": (xt[9:], yt[9:])})")
+        lines.append("history = trainer.fit((xs, ys), xt, target_labeled=labelled,")
+        lines.append("                      eval_sets={\"target\": (xt[9:], yt[9:])})")
     elif not cls.uses_target:
         lines.append("history = trainer.fit((xs, ys), eval_sets={\"target\": (xt, yt)})")
     else:
