@@ -233,8 +233,14 @@ def results_page() -> str:
     m = re.search(r"^## Results\n(.*?)(?=^## )", text, flags=re.M | re.S)
     if m is None:
         raise PluginError("README.md has no '## Results' section for docs/results.md")
-    body = m.group(1).replace("](docs/", "](").replace("](studies/", "](https://github.com/adaptlib/adaptlib/blob/main/studies/")
+    body = m.group(1).replace("](docs/", "](")
+    # Links to other files of the repository (not part of the site) become their path.
+    body = re.sub(r"\[([^\]]+)\]\((?!https?:|surf-study/)([^)]+)\)",
+                  lambda mm: mm.group(1) if mm.group(1).strip("`") == mm.group(2) else f"{mm.group(1)} (`{mm.group(2)}`)",
+                  body)
     body = re.sub(r"^### ", "## ", body, flags=re.M)
+    # GitHub starts a list right after a paragraph line; Python-Markdown needs a blank line.
+    body = re.sub(r"^(?![-*\s|])(.+)\n(?=[-*] )", r"\1\n\n", body, flags=re.M)
     figures = ("\n## Figures of the SURF study\n\n"
                "![accuracy against training step](surf-study/accuracy_vs_step.png)\n\n"
                "![per-task accuracy](surf-study/per_task_office-caltech10-surf.png)\n\n"
