@@ -20,7 +20,9 @@ from adaptlib.losses import jmmd, mmd
 from test_losses_mmd import torch_ref_mmd
 
 MULTS = (0.25, 0.5, 1.0, 2.0, 4.0)
-mmd_module = importlib.import_module("adaptlib.losses.mmd")  # the package attribute is the function
+# The row threshold of the bandwidth heuristic lives with the bandwidths (adaptlib.losses.mmd does not re-export
+# it, so a patch of the old location fails loudly instead of silently patching nothing).
+bandwidths_module = importlib.import_module("adaptlib.losses._mmd_bandwidths")
 
 
 def ref_mmd(x, y, sigmas, estimator="biased", a=None, b=None, betas=None):
@@ -195,7 +197,7 @@ def test_heuristic_subsample_above_threshold_is_shared_by_all_paths(monkeypatch,
     """Above the row threshold the heuristic uses, per side, rows floor(i N / S_x) of the
     source and floor(j M / S_y) of the target, S_x = floor(S N / P), S_y = floor(S M / P);
     all paths agree, and swapping source and target selects the same rows."""
-    monkeypatch.setattr(mmd_module, "HEURISTIC_MAX_ROWS", 10)
+    monkeypatch.setattr(bandwidths_module, "HEURISTIC_MAX_ROWS", 10)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(14, 3, generator=g, dtype=torch.float64)
     y = torch.randn(11, 3, generator=g, dtype=torch.float64) * 2
@@ -279,7 +281,7 @@ def test_tiled_never_allocates_the_kernel_matrix(monkeypatch):
     """Forward and backward of the tiled path at P = 1500 rows with 64-row tiles: no op returns
     more than max(P (D + 2), K block^2, S^2) elements, S the heuristic's row cap (here 256),
     while the dense path's (P, P) has 2.25e6."""
-    monkeypatch.setattr(mmd_module, "HEURISTIC_MAX_ROWS", 256)
+    monkeypatch.setattr(bandwidths_module, "HEURISTIC_MAX_ROWS", 256)
     g = torch.Generator().manual_seed(8)
     n, m, d, block = 800, 700, 8, 64
     x = torch.randn(n, d, generator=g, requires_grad=True)

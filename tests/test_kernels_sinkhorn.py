@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import adaptlib.kernels as kernels
-from adaptlib.losses.sinkhorn import sinkhorn, sinkhorn_divergence, sinkhorn_plan
+from adaptlib.losses.sinkhorn import sinkhorn, sinkhorn_plan
+from adaptlib.losses.sinkhorn_divergence import sinkhorn_divergence
 
 # N, M not multiples of the blocks; N != M
 N, M, D = 37, 29, 5

@@ -9,7 +9,7 @@ from torch import nn
 
 import adaptlib.losses as losses
 
-MODULES = ["mmd", "coral", "sinkhorn", "jdot", "adversarial", "modules", "conditional", "confusion",
+MODULES = ["mmd", "_mmd_bandwidths", "coral", "sinkhorn", "sinkhorn_divergence", "jdot", "adversarial", "modules", "conditional", "confusion",
            "feature_norm", "mdd"]
 
 

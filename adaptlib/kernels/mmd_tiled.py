@@ -1,4 +1,4 @@
-r"""Blockwise (tiled) MMD / JMMD pair sums with a fused gradient, and the shared autograd glue.
+r"""Blockwise (tiled) MMD / JMMD pair sums with a fused gradient (the ``"tiled"`` engine).
 
 Both the ``"tiled"`` path (plain torch, this module) and the ``"triton"`` path
 (:mod:`adaptlib.kernels.mmd_triton`) evaluate the same quantity for the stacked batch
@@ -60,11 +60,13 @@ ever allocated. Measured: peak RSS grows by 250 MiB for ``N = M = 16384``, ``D =
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+# The shared types live in mmd_spec (re-exported here: they are part of this engine's interface).
+from .mmd_spec import MAX_SQUARINGS, LayerSpec, PairSpec, PairSums, geometric_squarings
 
 __all__ = [
     "LayerSpec",
@@ -74,76 +76,11 @@ __all__ = [
     "DEFAULT_BLOCK",
     "geometric_squarings",
     "tile_blocks",
-    "pair_value",
     "tiled_pair_sums",
 ]
 
-#: Largest total number of squarings used to derive all bandwidths of a layer from one
-#: exponential (relative error amplification ``2 ** MAX_SQUARINGS``).
-MAX_SQUARINGS: int = 10
-
 #: Default rows per tile of the tiled path (tile scratch about ``(K + 5) * B^2`` floats).
 DEFAULT_BLOCK: int = 512
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """Bandwidths of one layer: ``gammas`` ``1/(2 sigma^2)`` ascending, and the squarings.
-
-    ``squarings[u - 1]`` is the number of squarings turning ``exp(-gammas[u-1] d2)`` into
-    ``exp(-gammas[u] d2)``; ``None`` when the ratios are not powers of two (one exponential
-    per bandwidth).
-    """
-
-    gammas: Tuple[float, ...]
-    squarings: Optional[Tuple[int, ...]]
-
-
-@dataclass(frozen=True)
-class PairSpec:
-    """Static description of one pair-sum evaluation (see the module docstring)."""
-
-    n: int  # source rows: rows < n are source, the others target
-    unbiased: bool  # exclude the diagonal i == j
-    layers: Tuple[LayerSpec, ...]
-    block: int
-    engine: str  # "tiled" or "triton"
-    want_grad: bool  # grad mode was on at the call
-
-
-@dataclass
-class PairSums:
-    """Engine output: ``R`` ``(3,)`` float64 and the gradients of ``f = w . R``.
-
-    ``gz[l]`` is ``(P, D_l)``, ``gc`` ``(P,)``, ``gb[l]`` ``(K_l,)``; ``None`` when not needed.
-    """
-
-    R: Tensor
-    gz: List[Optional[Tensor]]
-    gc: Optional[Tensor]
-    gb: List[Optional[Tensor]]
-
-
-def geometric_squarings(gammas: Sequence[float], dtype: torch.dtype) -> Optional[Tuple[int, ...]]:
-    """Squarings between consecutive ascending ``gammas`` if every ratio is ``2**s``, else ``None``.
-
-    A ratio counts as a power of two when it is within ``64 eps`` (relative, ``eps`` of
-    ``dtype``) of one; ``s = 0`` (repeated bandwidths) is allowed. ``None`` as well when the
-    total number of squarings exceeds :data:`MAX_SQUARINGS`.
-    """
-    tol = 64.0 * torch.finfo(dtype).eps
-    out = []
-    for g0, g1 in zip(gammas, gammas[1:]):
-        if not (g0 > 0 and g1 >= g0):
-            return None
-        r = g1 / g0
-        s = int(round(math.log2(r)))
-        if s < 0 or abs(r - 2.0 ** s) > tol * 2.0 ** s:
-            return None
-        out.append(s)
-    if sum(out) > MAX_SQUARINGS:
-        return None
-    return tuple(out)
 
 
 def tile_blocks(n: int, p: int, block: int) -> List[Tuple[int, int]]:
@@ -305,54 +242,3 @@ def tiled_pair_sums(
         else:
             gz.append(None)
     return PairSums(R=R, gz=gz, gc=gc, gb=gb)
-
-
-class _PairMMD(torch.autograd.Function):
-    """``f = w . R`` with gradients computed in the forward pass (see module docstring)."""
-
-    @staticmethod
-    def forward(ctx, spec: PairSpec, c: Tensor, tw: Tensor, *tensors: Tensor) -> Tensor:
-        num_layers = len(spec.layers)
-        betas, zs = tensors[:num_layers], tensors[num_layers:]
-        need = ctx.needs_input_grad
-        want = spec.want_grad
-        need_c = want and need[1]
-        need_b = [want and need[3 + l] for l in range(num_layers)]
-        need_z = [want and need[3 + num_layers + l] for l in range(num_layers)]
-        if spec.engine == "triton":
-            from .mmd_triton import triton_pair_sums
-
-            out = triton_pair_sums(spec, c, tw, betas, zs, need_c, need_b, need_z)
-        else:
-            out = tiled_pair_sums(spec, c, tw, betas, zs, need_c, need_b, need_z)
-        ctx.out = out
-        ctx.num_layers = num_layers
-        return (tw.detach().double() * out.R).sum().to(c.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "the tiled/triton MMD paths are once differentiable (their gradients are computed "
-                "in the forward pass); use path='dense' for higher-order gradients (create_graph=True)"
-            )
-        out: PairSums = ctx.out
-        num_layers = ctx.num_layers
-        need = ctx.needs_input_grad
-        g64 = grad.double()
-        gc = out.gc * grad if (need[1] and out.gc is not None) else None
-        gtw = (out.R * g64).to(grad.dtype) if need[2] else None
-        gb = [(b * g64).to(grad.dtype) if (b is not None and need[3 + l]) else None
-              for l, b in enumerate(out.gb)]
-        gz = [z * grad if (z is not None and need[3 + num_layers + l]) else None
-              for l, z in enumerate(out.gz)]
-        return (None, gc, gtw, *gb, *gz)
-
-
-def pair_value(spec: PairSpec, c: Tensor, tw: Tensor, betas: Sequence[Tensor], zs: Sequence[Tensor]) -> Tensor:
-    """Differentiable ``f = w . R`` (once differentiable: no double backward) on ``spec.engine``.
-
-    ``betas[l]`` must be ordered like ``spec.layers[l].gammas``; all tensors share one
-    floating dtype (float32 or float64) and device.
-    """
-    return _PairMMD.apply(spec, c, tw, *betas, *zs)

@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .mmd_tiled import PairSpec, PairSums
+from .mmd_spec import PairSpec, PairSums
 
 try:
     import triton

@@ -43,7 +43,8 @@ from .coral import coral
 from .jdot import JDOTResult, jdot
 from .mmd import gaussian_bandwidths, jmmd, mmd
 from .modules import CORALLoss, GradientReversal, JMMDLoss, MMDLoss, SinkhornLoss
-from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_divergence, sinkhorn_plan
+from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_plan
+from .sinkhorn_divergence import sinkhorn_divergence
 
 __all__ = [
     "mmd",

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .._checks import check_choice, check_labels, check_positive, value_checks_enabled
 from ._validate import check_feature_pair
-from .sinkhorn import _sinkhorn, _sq_euclidean_cost, _warn_not_converged
+from ._sinkhorn_costs import _sq_euclidean_cost
+from .sinkhorn import _sinkhorn, _warn_not_converged
 
 __all__ = ["jdot", "JDOTResult"]
 

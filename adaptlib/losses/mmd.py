@@ -20,382 +20,38 @@ Computation paths (``path=``, see :mod:`adaptlib.kernels`): ``"dense"`` builds t
 same pass as the value (once differentiable). All paths use the same data-driven bandwidths
 (:func:`_heuristic_sigmas`), so they agree to rounding. Half-precision inputs
 (float16/bfloat16, also under ``torch.autocast``) are computed in float32.
+
+This module holds the two public losses and the choice of their computation path; their
+parts live beside it: the bandwidths in :mod:`adaptlib.losses._mmd_bandwidths`, the dense
+kernel matrices and the estimator in :mod:`adaptlib.losses._mmd_estimators`.
 """
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_features, check_same_space, check_weights
 from ..kernels import check_path, resolve_path
-from ..kernels.mmd_tiled import DEFAULT_BLOCK, LayerSpec, PairSpec, geometric_squarings, pair_value
+from ..kernels.mmd_autograd import pair_value
+from ..kernels.mmd_spec import LayerSpec, PairSpec, geometric_squarings
+from ..kernels.mmd_tiled import DEFAULT_BLOCK
+from ._mmd_bandwidths import (DEFAULT_MULTIPLIERS, HEURISTICS, MIN_BANDWIDTH, BandwidthSpec,  # noqa: F401
+                              _check_multipliers, _explicit_bandwidths, _heuristic_sigmas, _layer_sigmas, gaussian_bandwidths)
+from ._mmd_estimators import (_centre, _check_generator, _check_rows, _check_unbiased_mass, _combined_gaussian,
+                              _exact_zero, _linear_indices, _linear_pair_sq_dists, _max_row_norm, _mmd_estimate,
+                              _same_sample, _stacked_sq_dists)
 from ._validate import check_feature_pair, check_same_kind, check_tensor_kind, compute_dtype, no_autocast
 
 __all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
 
-DEFAULT_MULTIPLIERS: Tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
-HEURISTICS = ("median", "mean")
-
-#: Data-driven bandwidths use all off-diagonal pairs of the stacked batch up to this many
-#: rows, and above it the pairs of ``HEURISTIC_MAX_ROWS`` evenly strided rows (see
-#: :func:`_heuristic_sigmas`).
-HEURISTIC_MAX_ROWS: int = 1024
 
 #: ``path="auto"``: from this many stacked rows on, the tiled path replaces the dense one even
 #: below :data:`adaptlib.kernels.DENSE_MAX_BYTES` (measured on the CPU, D = 256, fwd+bwd:
 #: equal at 128 rows, tiled 2x faster at 512, 5x at 2048, 11x at 4096).
 AUTO_TILED_MIN_ROWS: int = 512
 ESTIMATORS = ("biased", "unbiased", "linear")
-
-BandwidthSpec = Union[Sequence[float], Tensor]
-
-
-# --------------------------------------------------------------------------------------
-# Bandwidths
-# --------------------------------------------------------------------------------------
-def _check_multipliers(multipliers: object, name: str = "multipliers") -> Tuple[float, ...]:
-    """Return ``multipliers`` as a non-empty tuple of finite positive floats."""
-    if isinstance(multipliers, Tensor):
-        multipliers = multipliers.detach().reshape(-1).tolist()
-    if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, Sequence):
-        raise TypeError(f"{name} must be a sequence of positive numbers, got {multipliers!r}")
-    if len(multipliers) == 0:
-        raise ValueError(f"{name} must contain at least one multiplier")
-    out = []
-    for m in multipliers:
-        try:
-            v = float(m)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must hold positive numbers, got {m!r}") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"{name} must hold finite positive numbers, got {m!r}")
-        out.append(v)
-    return tuple(out)
-
-
-#: Absolute floor of data-driven bandwidths, in feature units (the same for every dtype):
-#: distances below it are treated as duplicates by the heuristic, and no data-driven
-#: bandwidth is smaller. Features whose meaningful distances are below about 1e-5 should be
-#: rescaled or given explicit ``bandwidths``.
-MIN_BANDWIDTH: float = 1e-6
-
-
-def _bandwidth_floor(feature_norm: Tensor, dtype: torch.dtype) -> Tensor:
-    r"""Smallest admissible data-driven bandwidth, in feature-distance units.
-
-    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\,R,\ \sigma_{\mathrm{abs}})`
-    with :math:`R` the largest Euclidean norm of the input rows (the feature magnitude) and
-    :math:`\sigma_{\mathrm{abs}}` = :data:`MIN_BANDWIDTH`. ``sqrt(eps) * R`` is the
-    resolution of distances of points of norm ``R`` (a difference of ``1e-6`` between
-    features of size 3 does not exist in float32, and the Gram expansion of squared
-    distances carries an absolute error of about ``eps * R^2``); the absolute part keeps
-    clouds that are all (nearly) at the origin from getting a bandwidth of the size of
-    rounding noise, whose gradients would explode.
-    """
-    rel = math.sqrt(torch.finfo(dtype).eps) * feature_norm.clamp_min(0)
-    return rel.clamp_min(MIN_BANDWIDTH)
-
-
-def gaussian_bandwidths(
-    sq_dists: Tensor,
-    heuristic: str = "median",
-    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
-    *,
-    feature_norm: Optional[Union[float, Tensor]] = None,
-) -> Tensor:
-    r"""Gaussian kernel bandwidths from a data-driven distance scale.
-
-    Computes a scale :math:`h` from pairwise distances and returns
-
-    .. math::
-        \sigma_k = \max(m_k \, h,\ \sigma_{\min}), \qquad k = 1..K,
-
-    where :math:`h` is the median (``heuristic="median"``) or the mean (``"mean"``) of the
-    *non-zero* Euclidean distances :math:`\sqrt{d^2}`, those larger than the floor
-    :math:`\sigma_{\min} = \max(\sqrt{\varepsilon_{\mathrm{mach}}}\, R,\ 10^{-6})`, with
-    :math:`R` the feature magnitude (``feature_norm``; machine epsilon of the dtype) and
-    :data:`MIN_BANDWIDTH` = ``1e-6`` an absolute floor in feature units. Distances at or below
-    the floor are duplicates up to the resolution of the data: with dead ReLU rows or
-    repeated samples they can be half or more of all pairs, and a plain median would then
-    be 0 (every bandwidth at the floor, so every non-duplicate pair has kernel 0, a constant
-    MMD and no gradient). If no distance is above the floor, :math:`h = 0` and every
-    bandwidth is :math:`\sigma_{\min}`: the points are identical to the data's resolution
-    and the MMD is about 0 with small gradients (not the ``0/0`` of a zero bandwidth, nor
-    the large value of a bandwidth of the size of rounding noise). The median is the lower
-    median (an observed distance).
-
-    The result is computed under ``torch.no_grad`` semantics: it is detached, so no gradient
-    flows through the bandwidth (as in DAN/JAN).
-
-    Args:
-        sq_dists: squared Euclidean distances, in squared feature units. Either a square
-            matrix ``(P, P)`` of all pairwise squared distances of a batch (only the
-            off-diagonal pairs ``i < j`` are used), or a 1-d tensor ``(Q,)`` of squared
-            distances that are all used (as the linear-time MMD does). Floating point; the
-            result has its dtype and device.
-        heuristic: ``"median"`` or ``"mean"``.
-        multipliers: ``K`` positive factors :math:`m_k` applied to :math:`h`.
-        feature_norm: the feature magnitude :math:`R` (largest Euclidean norm of the points
-            the distances come from, in feature units). ``None``: the largest distance,
-            which is within a factor 2 of it for centred data. :func:`mmd` and
-            :func:`jmmd` pass the largest row norm of the stacked batch.
-
-    Returns:
-        Tensor of shape ``(K,)``: bandwidths :math:`\sigma_k` in feature-distance units.
-
-    Raises:
-        TypeError: ``sq_dists`` is not a floating-point tensor, or ``multipliers`` is not a
-            sequence of numbers.
-        ValueError: ``sq_dists`` has the wrong shape, has no pair to use (a ``1 x 1``
-            matrix or an empty vector) or non-finite entries; unknown ``heuristic``;
-            ``multipliers`` empty or not positive.
-
-    Example::
-
-        >>> z = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
-        >>> gaussian_bandwidths(torch.cdist(z, z) ** 2, "median", (0.5, 1.0, 2.0))
-        tensor([ 2.5000,  5.0000, 10.0000])
-    """
-    check_choice(heuristic, "heuristic", HEURISTICS)
-    mults = _check_multipliers(multipliers)
-    if not isinstance(sq_dists, Tensor) or not sq_dists.is_floating_point():
-        raise TypeError("sq_dists must be a floating-point tensor of squared distances")
-    d2 = sq_dists.detach()
-    if d2.dim() == 2:
-        p = d2.shape[0]
-        if d2.shape[1] != p:
-            raise ValueError(f"sq_dists must be square (P, P) or 1-d, got shape {tuple(d2.shape)}")
-        upper = torch.ones(p, p, dtype=torch.bool, device=d2.device).triu_(diagonal=1)
-        vals = d2[upper]  # pairs i < j (a bool mask costs P^2 bytes, less than index pairs)
-    elif d2.dim() == 1:
-        vals = d2
-    else:
-        raise ValueError(f"sq_dists must be square (P, P) or 1-d, got shape {tuple(d2.shape)}")
-    if vals.numel() == 0:
-        raise ValueError("sq_dists holds no pair of distinct points to estimate a bandwidth from")
-    if not bool(torch.isfinite(vals).all()):
-        raise ValueError("sq_dists contains NaN or inf")
-    vals = vals.clamp_min(0)
-    if feature_norm is None:
-        norm = vals.max().sqrt()
-    else:
-        norm = torch.as_tensor(feature_norm, dtype=vals.dtype, device=vals.device).detach()
-        if norm.numel() != 1 or not bool(torch.isfinite(norm)) or float(norm) < 0:
-            raise ValueError(f"feature_norm must be a finite non-negative number, got {feature_norm!r}")
-        norm = norm.reshape(())
-    floor = _bandwidth_floor(norm, vals.dtype)
-    nonzero = vals[vals > floor * floor]
-    if nonzero.numel() == 0:
-        h = torch.zeros((), dtype=vals.dtype, device=vals.device)
-    elif heuristic == "median":
-        h = nonzero.median().sqrt()
-    else:
-        h = nonzero.sqrt().mean()
-    m = torch.tensor(mults, dtype=vals.dtype, device=vals.device)
-    return torch.maximum(m * h, floor)
-
-
-def _explicit_bandwidths(bandwidths: BandwidthSpec, like: Tensor, name: str) -> Tensor:
-    """Validate user-given bandwidths and return them as a ``(K,)`` tensor like ``like``."""
-    if isinstance(bandwidths, Tensor):
-        sig = bandwidths.to(dtype=like.dtype, device=like.device)
-    else:
-        if isinstance(bandwidths, (str, bytes)) or not isinstance(bandwidths, Sequence):
-            raise TypeError(f"{name} must be a sequence or 1-d tensor of positive numbers")
-        try:
-            sig = torch.tensor([float(s) for s in bandwidths], dtype=like.dtype, device=like.device)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must hold positive numbers, got {bandwidths!r}") from None
-    if sig.dim() != 1 or sig.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-d sequence, got shape {tuple(sig.shape)}")
-    s = sig.detach()
-    if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
-        raise ValueError(f"{name} must hold finite positive values, got {s.tolist()}")
-    if not bool(torch.isfinite(1.0 / (2.0 * s * s)).all()):
-        raise ValueError(f"{name} are too small for dtype {like.dtype}: 1/(2 sigma^2) overflows")
-    return sig
-
-
-# --------------------------------------------------------------------------------------
-# Kernel matrices and the shared estimator
-# --------------------------------------------------------------------------------------
-def _centre(z: Tensor, n: int) -> Tensor:
-    """Detached centre of a stacked batch ``[source; target]`` with ``n`` source rows: the
-    midpoint of the first source row and the first target row.
-
-    Distances are translation invariant, so shifting by it changes no value or gradient, but
-    the Gram expansion loses far less precision for data with a large common offset. The
-    midpoint is the same when source and target are swapped, which keeps
-    ``mmd(x, y) == mmd(y, x)`` to rounding (a shift by the first row is not: it makes one
-    cloud exact and leaves the other with rounding noise of the size of its offset).
-    """
-    z = z.detach()
-    if n <= 0 or n >= z.shape[0]:
-        return z[:1]
-    return 0.5 * (z[:1] + z[n : n + 1])
-
-
-def _stacked_sq_dists(z: Tensor, centre: Tensor) -> Tensor:
-    """Pairwise squared distances ``(P, P)`` of the rows of ``z - centre`` from one Gram matrix."""
-    z = z - centre
-    gram = z @ z.T
-    sq_norms = gram.diagonal()
-    return (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * gram).clamp_min(0)
-
-
-def _max_row_norm(*tensors: Tensor) -> Tensor:
-    """Largest Euclidean row norm over ``tensors`` (detached): the feature magnitude ``R``."""
-    with torch.no_grad():
-        return torch.stack([t.detach().norm(dim=1).max() for t in tensors if t.shape[0] > 0]).max()
-
-
-def _combined_gaussian(sq: Tensor, sigmas: Tensor, betas: Tensor) -> Tensor:
-    r"""``sum_k betas[k] * exp(-sq / (2 sigmas[k]^2))``, same shape as ``sq``."""
-    gammas = 1.0 / (2.0 * sigmas * sigmas)
-    out = None
-    for k in range(sigmas.shape[0]):
-        term = betas[k] * torch.exp(-sq * gammas[k])
-        out = term if out is None else out + term
-    return out
-
-
-def _mmd_estimate(
-    kernel: Tensor,
-    estimator: str,
-    n: int = 0,
-    a: Optional[Tensor] = None,
-    b: Optional[Tensor] = None,
-) -> Tensor:
-    r"""Turn a combined kernel into an MMD^2 estimate (shared by :func:`mmd` and :func:`jmmd`).
-
-    * ``"biased"`` / ``"unbiased"``: ``kernel`` is the ``(N+M, N+M)`` matrix of the stacked
-      batch, ``n`` the number of source rows, ``a`` ``(N,)`` and ``b`` ``(M,)`` probability
-      weights.
-    * ``"linear"``: ``kernel`` is ``(4, P)`` with rows ``k(x_{2i-1}, x_{2i})``,
-      ``k(y_{2i-1}, y_{2i})``, ``k(x_{2i-1}, y_{2i})``, ``k(x_{2i}, y_{2i-1})``.
-    """
-    if estimator == "linear":
-        return (kernel[0] + kernel[1] - kernel[2] - kernel[3]).mean()
-    kxx = kernel[:n, :n]
-    kyy = kernel[n:, n:]
-    kxy = kernel[:n, n:]
-    xx = a @ kxx @ a
-    yy = b @ kyy @ b
-    xy = a @ kxy @ b
-    if estimator == "biased":
-        return xx + yy - 2.0 * xy
-    # unbiased: drop the diagonal terms and renormalise the remaining off-diagonal mass
-    a2 = a * a
-    b2 = b * b
-    xx = (xx - (a2 * kxx.diagonal()).sum()) / (1.0 - a2.sum())
-    yy = (yy - (b2 * kyy.diagonal()).sum()) / (1.0 - b2.sum())
-    return xx + yy - 2.0 * xy
-
-
-def _check_unbiased_mass(w: Tensor, name: str) -> None:
-    """The unbiased estimator needs off-diagonal mass: at least two points with weight > 0."""
-    if int((w > 0).sum()) < 2:
-        raise ValueError(
-            f"estimator='unbiased' needs at least two points with positive weight in {name}"
-        )
-
-
-def _check_generator(generator: object) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-
-
-def _linear_indices(
-    n: int, m: int, device: torch.device, generator: Optional[torch.Generator]
-) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Random equal-size subsets for the linear estimator when ``n != m`` (else no change).
-
-    The smaller side's permutation is drawn first, then the larger side's, so that swapping
-    source and target (with the same generator state) selects the same rows of each cloud.
-    """
-    if n == m:
-        return None, None
-    size = min(n, m)
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    first = torch.randperm(size, generator=generator, device=gdev)
-    second = torch.randperm(max(n, m), generator=generator, device=gdev)[:size]
-    ix, iy = (first, second) if n < m else (second, first)
-    return ix.to(device), iy.to(device)
-
-
-def _linear_pair_sq_dists(x: Tensor, y: Tensor) -> Tensor:
-    """Squared distances ``(4, P)`` of the disjoint pairs used by the linear estimator."""
-    p = x.shape[0] // 2
-    x1, x2 = x[0 : 2 * p : 2], x[1 : 2 * p : 2]
-    y1, y2 = y[0 : 2 * p : 2], y[1 : 2 * p : 2]
-    pairs = torch.stack([x1 - x2, y1 - y2, x1 - y2, x2 - y1])  # (4, P, D): O(N D) memory
-    return (pairs * pairs).sum(-1)
-
-
-def _check_rows(n: int, m: int, estimator: str, src: str, tgt: str) -> None:
-    if estimator in ("unbiased", "linear"):
-        if n < 2:
-            raise ValueError(f"estimator={estimator!r} needs at least 2 rows in {src}, got {n}")
-        if m < 2:
-            raise ValueError(f"estimator={estimator!r} needs at least 2 rows in {tgt}, got {m}")
-
-
-def _layer_sigmas(
-    sq: Tensor, bandwidths: Optional[BandwidthSpec], heuristic: str, multipliers, name: str,
-    feature_norm: Tensor,
-) -> Tensor:
-    if bandwidths is not None:
-        return _explicit_bandwidths(bandwidths, sq, name)
-    return gaussian_bandwidths(sq, heuristic, multipliers, feature_norm=feature_norm)
-
-
-def _heuristic_rows(n: int, m: int, device: torch.device) -> Optional[Tensor]:
-    """Rows of the stacked batch used by the bandwidth heuristic.
-
-    ``None`` (all rows) up to :data:`HEURISTIC_MAX_ROWS` stacked rows; above it, with
-    ``S = HEURISTIC_MAX_ROWS`` and ``P = N + M``, the source rows ``floor(i N / S_x)`` for
-    ``i < S_x = max(1, floor(S N / P))`` and the target rows ``N + floor(j M / S_y)`` for
-    ``j < S_y = max(1, floor(S M / P))``: each side in proportion to its size, evenly
-    strided, and the same rows of each cloud when source and target are swapped.
-    """
-    p = n + m
-    if p <= HEURISTIC_MAX_ROWS:
-        return None
-    s = HEURISTIC_MAX_ROWS
-    sx, sy = max(1, (s * n) // p), max(1, (s * m) // p)
-    src = torch.div(torch.arange(sx, device=device) * n, sx, rounding_mode="floor")
-    tgt = n + torch.div(torch.arange(sy, device=device) * m, sy, rounding_mode="floor")
-    return torch.cat([src, tgt])
-
-
-def _heuristic_sigmas(
-    z: Tensor, n: int, heuristic: str, multipliers, sq: Optional[Tensor] = None
-) -> Tensor:
-    r"""Data-driven bandwidths of a stacked batch ``z`` ``(P, D)`` with ``n`` source rows,
-    identical on every path.
-
-    Up to :data:`HEURISTIC_MAX_ROWS` rows: :func:`gaussian_bandwidths` of all off-diagonal
-    pairwise squared distances (``sq``, when the dense path already has them). Above it, of
-    the pairs of the deterministic strided subsample of :func:`_heuristic_rows` (covering
-    source and target in proportion), which costs one ``S x S`` Gram matrix and a median of
-    ``S(S-1)/2`` values: about 25 ms of CPU time in all for ``S = 1024``, ``D = 256``
-    (0.14 s for ``S = 2048``), where ``torch.median`` alone of all 33.5e6 pairs of
-    ``P = 8192`` rows takes about 0.3 s. The feature magnitude of the floor is the largest
-    row norm of the whole batch. Detached.
-    """
-    with torch.no_grad():
-        zd = z.detach()
-        rows = _heuristic_rows(n, zd.shape[0] - n, zd.device)
-        if rows is None:
-            if sq is None:
-                sq = _stacked_sq_dists(zd, _centre(zd, n))
-        else:
-            sub = zd[rows]
-            sq = _stacked_sq_dists(sub, _centre(zd, n))
-        return gaussian_bandwidths(sq, heuristic, multipliers, feature_norm=_max_row_norm(zd))
 
 
 def _check_block_size(block_size: object) -> Optional[int]:
@@ -462,24 +118,6 @@ def _pair_path(
                     engine=path, want_grad=torch.is_grad_enabled())
     shifted = [z - _centre(z, n) for z in zs]  # translation invariant, better conditioned
     return pair_value(spec, c, tw, ordered, shifted)
-
-
-def _same_sample(srcs: Sequence[Tensor], tgts: Sequence[Tensor], a: Tensor, b: Tensor) -> bool:
-    """Whether source and target are the same weighted sample (every layer equal, same weights).
-
-    Costs one ``O(N D)`` comparison, nothing next to the ``O((N+M)^2 D)`` estimate."""
-    return all(s.shape == t.shape and torch.equal(s, t) for s, t in zip(srcs, tgts)) and torch.equal(a, b)
-
-
-def _exact_zero(*tensors: Tensor) -> Tensor:
-    """An exact 0 connected to ``tensors`` with zero gradient (the biased MMD of a sample
-    with itself: its minimum, so the first derivatives vanish). Summing the Gram-matrix
-    estimate instead leaves rounding residues of about ``1e-16`` there."""
-    zero = None
-    for t in tensors:
-        term = (t * 0.0).sum()
-        zero = term if zero is None else zero + term
-    return zero
 
 
 # --------------------------------------------------------------------------------------

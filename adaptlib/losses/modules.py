@@ -24,7 +24,8 @@ from .mmd import (
     mmd,
 )
 from ..kernels import check_path
-from .sinkhorn import SinkhornResult, _check_options, _check_scaling, sinkhorn
+from ._sinkhorn_checks import _check_options, _check_scaling
+from .sinkhorn import SinkhornResult, sinkhorn
 
 __all__ = ["MMDLoss", "JMMDLoss", "CORALLoss", "SinkhornLoss", "GradientReversal"]
 

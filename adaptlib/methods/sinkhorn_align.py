@@ -29,7 +29,8 @@ class SinkhornAlign(Method):
         trade_off: weight of the OT term.
         epsilon: entropic regularisation relative to the batch's mean squared distance.
         debiased: use the Sinkhorn divergence (default) or the plain entropic OT value.
-        max_iter, tol: Sinkhorn iteration budget and marginal tolerance per solve.
+        max_iter: Sinkhorn iteration budget per solve.
+        tol: marginal tolerance (L1) per solve.
         alignment: ``"local"`` (default) or ``"global"``: in multi-process training, compute the
             divergence on each process's batch or on the batch gathered from all processes
             (``docs/distributed.md``). No effect in a single process.

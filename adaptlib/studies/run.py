@@ -124,8 +124,8 @@ def execute_run(spec: RunSpec) -> RunResult:
     checkpoint's scoring, so scoring never changes training.
 
     Raises:
-        Whatever loading or training raises, except :class:`FloatingPointError` (a diverged
-        run, returned with ``status="diverged"``).
+        Exception: whatever loading or training raises, except :class:`FloatingPointError`
+            (a diverged run, returned with ``status="diverged"``).
     """
     from .. import validation
 
