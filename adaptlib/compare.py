@@ -56,17 +56,18 @@ RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_n
 # Each recipe is the one scripts/select_recipe.py ranked first on held-out *source* data
 # (20 % of each source domain per class); no target label was used. See docs/recipe.md.
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "office-caltech10-surf": dict(hidden=(128,), bottleneck=64, dropout=0.5, bottleneck_norm=False, steps=1500,
-                                  batch_size=32, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                  lr_schedule="inv", label_smoothing=0.0, load_options={}),
-    # Raw [0, 1] pixels: with the JDA papers' per-sample L2 normalisation (what their 1-NN
-    # numbers use) the inputs are so small that the MLP underfits the source at this budget.
-    "mnist-usps-jda": dict(hidden=(128,), bottleneck=64, dropout=0.5, bottleneck_norm=False, steps=1500,
-                           batch_size=32, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                           lr_schedule="inv", label_smoothing=0.0, load_options={"normalize": None}),
-    "amazon-reviews": dict(hidden=(64,), bottleneck=32, dropout=0.5, bottleneck_norm=False, steps=600,
-                           batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                           lr_schedule="inv", label_smoothing=0.0, load_options={}),
+    "office-caltech10-surf": dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False, steps=1000,
+                                  batch_size=64, optimizer="adam", lr=3e-3, momentum=0.9, weight_decay=0.0,
+                                  lr_schedule="cosine", label_smoothing=0.1, load_options={"preprocess": "sqrt-zscore"}),
+    # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
+    # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
+    # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
+    "mnist-usps-jda": dict(hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True, steps=2000,
+                           batch_size=64, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.01,
+                           lr_schedule="cosine", label_smoothing=0.1, load_options={"normalize": "l2"}),
+    "amazon-reviews": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
+                           batch_size=32, optimizer="adam", lr=3e-4, momentum=0.9, weight_decay=0.0,
+                           lr_schedule="constant", label_smoothing=0.0, load_options={}),
 }
 
 
