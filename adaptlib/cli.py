@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=None, help="training steps per run (default: per benchmark)")
     c.add_argument("--batch-size", type=int, default=None, help="batch size (default: per benchmark)")
     c.add_argument("--lr", type=float, default=None, help="base learning rate (default: per benchmark)")
+    c.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None,
+                   help="optimizer (default: per benchmark; see docs/recipe.md)")
+    c.add_argument("--lr-schedule", choices=("inv", "cosine", "constant"), default=None,
+                   help="learning-rate schedule (default: per benchmark)")
+    c.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: per benchmark)")
+    c.add_argument("--label-smoothing", type=float, default=None,
+                   help="label smoothing of the source cross-entropy, in [0, 1) (default: per benchmark)")
     c.add_argument("--shots", type=int, default=3, help="labelled target samples per class for fine-tuning (default: 3)")
     c.add_argument("--method-kwargs", type=_method_kwargs, default={},
                    help=f"JSON hyper-parameters per method of --methods, e.g. '{_KWARGS_EXAMPLE}' "
@@ -167,7 +174,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_output_folder(out, overwrite=args.overwrite)  # before hours of training, not after
         config = CompareConfig(benchmark=args.benchmark, methods=tuple(args.methods),
                                tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, steps=args.steps,
-                               batch_size=args.batch_size, lr=args.lr, shots=args.shots, root=args.root,
+                               batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                               lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
+                               label_smoothing=args.label_smoothing, shots=args.shots, root=args.root,
                                download=args.download, workers=args.workers, method_kwargs=args.method_kwargs)
         result = compare(config, progress=not args.quiet)
         paths = result.save(out, overwrite=args.overwrite)

@@ -67,8 +67,9 @@ def _infer_out_features(module: nn.Module) -> Optional[int]:
 class AdaptModel(nn.Module):
     """Backbone, optional bottleneck and linear classifier head: ``x -> g(x) -> b(g(x)) -> h``.
 
-    The bottleneck (``Linear -> ReLU``, as in TLlib and DANN/DAN implementations) gives
-    every method the same low-dimensional feature space to align.
+    The bottleneck (``Linear -> ReLU``, as in DANN/DAN implementations, or ``Linear ->
+    BatchNorm1d -> ReLU`` with ``bottleneck_norm=True``, as in TLlib and SHOT) gives every
+    method the same low-dimensional feature space to align.
 
     Args:
         backbone: any ``nn.Module`` mapping inputs ``(N, ...)`` to ``(N, backbone_dim)``
@@ -79,9 +80,15 @@ class AdaptModel(nn.Module):
         bottleneck_dim: width ``F`` of the bottleneck, or ``None`` for no bottleneck (then
             ``F = backbone_dim``).
         dropout: dropout applied after the bottleneck activation.
+        bottleneck_norm: put a ``BatchNorm1d(F)`` between the bottleneck's ``Linear`` and its
+            ``ReLU``. In training mode it normalises each feature over the batch (a method that
+            stacks source and target, :meth:`Method.forward_source_target`, normalises them
+            together) and updates running statistics; in eval mode it uses those. Training
+            batches then need at least 2 samples. Needs a bottleneck.
 
     Raises:
-        ValueError: ``num_classes < 2`` or ``backbone_dim`` cannot be inferred.
+        ValueError: ``num_classes < 2``, ``backbone_dim`` cannot be inferred, or
+            ``bottleneck_norm`` without a bottleneck (``bottleneck_dim=None``).
 
     Example:
         >>> model = AdaptModel(mlp(800, [256]), num_classes=10, bottleneck_dim=128)
@@ -98,6 +105,7 @@ class AdaptModel(nn.Module):
         backbone_dim: Optional[int] = None,
         bottleneck_dim: Optional[int] = 256,
         dropout: float = 0.0,
+        bottleneck_norm: bool = False,
     ) -> None:
         super().__init__()
         if int(num_classes) < 2:
@@ -110,11 +118,17 @@ class AdaptModel(nn.Module):
                 )
         self.backbone = backbone
         self.num_classes = int(num_classes)
+        if bottleneck_norm and bottleneck_dim is None:
+            raise ValueError("bottleneck_norm=True needs a bottleneck: pass bottleneck_dim (or bottleneck_norm=False)")
+        self.bottleneck_norm = bool(bottleneck_norm)
         if bottleneck_dim is None:
             self.bottleneck: nn.Module = nn.Identity()
             self.feature_dim = int(backbone_dim)
         else:
-            layers: list[nn.Module] = [nn.Linear(int(backbone_dim), int(bottleneck_dim)), nn.ReLU(inplace=True)]
+            layers: list[nn.Module] = [nn.Linear(int(backbone_dim), int(bottleneck_dim))]
+            if bottleneck_norm:
+                layers.append(nn.BatchNorm1d(int(bottleneck_dim)))
+            layers.append(nn.ReLU(inplace=True))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             self.bottleneck = nn.Sequential(*layers)

@@ -348,11 +348,19 @@ class Trainer:
         steps: number of optimizer steps.
         batch_size: source batch size (and labelled-target batch size); see "Batches" below.
         target_batch_size: unlabelled target batch size (default: ``batch_size``).
-        optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adam"``.
+        optimizer: ``"sgd"`` (momentum, Nesterov), ``"adam"`` (``weight_decay`` is an L2 term
+            added to the gradient) or ``"adamw"`` (Adam with decoupled weight decay,
+            Loshchilov & Hutter, ICLR 2019).
         lr: base learning rate; ``backbone_lr_multiplier`` scales it for the backbone (0.1
             is usual for a pre-trained backbone).
         momentum, weight_decay: optimizer settings (weight decay applies to every group).
         lr_schedule: ``"inv"`` (default, DANN's annealing), ``"cosine"`` or ``"constant"``.
+        label_smoothing: label smoothing ``eps`` in ``[0, 1)`` of the classification loss of
+            every method (:meth:`Method.classification`: the source cross-entropy, and the
+            labelled-target one of ``finetune``): the one-hot targets become ``(1 - eps) onehot
+            + eps / C`` (``torch.nn.functional.cross_entropy(..., label_smoothing=eps)``). The
+            Trainer sets it on the method when :meth:`fit` starts; 0 (default) is plain
+            cross-entropy.
         seed: seeds the global torch RNG at the start of :meth:`fit` (dropout, the method's own
             module initialisation) and the data streams' generators. Build the model after
             ``torch.manual_seed`` for fully seeded runs; the same seed then gives the same result.
@@ -423,7 +431,7 @@ class Trainer:
     NumPy's RNGs (adaptlib draws nothing from them), and DataLoader worker RNG state. A
     checkpoint is refused (``ValueError`` listing the differences) when it was saved with
     other settings: method or its hyper-parameters, steps, batch sizes, seed, optimizer,
-    learning rate and schedule, logging intervals, number of processes, or data sizes.
+    learning rate and schedule, label smoothing, logging intervals, number of processes, or data sizes.
     Files hold only tensors, numbers, strings, lists and dicts and are read with
     ``torch.load(..., weights_only=True)``: loading one never runs code from it.
     See :meth:`save_checkpoint` and :meth:`load_checkpoint`.
@@ -462,6 +470,7 @@ class Trainer:
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         lr_schedule: str = "inv",
+        label_smoothing: float = 0.0,
         seed: int = 0,
         device: Union[str, torch.device, None] = None,
         eval_every: Optional[int] = None,
@@ -491,13 +500,17 @@ class Trainer:
         self.steps = steps
         self.batch_size = batch_size
         self.target_batch_size = target_batch_size or batch_size
-        self.optimizer_name = check_choice(optimizer, "optimizer", ("sgd", "adam"))
+        self.optimizer_name = check_choice(optimizer, "optimizer", ("sgd", "adam", "adamw"))
         self.lr = check_positive(lr, "lr")
         self.backbone_lr_multiplier = check_positive(backbone_lr_multiplier, "backbone_lr_multiplier")
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         lr_factor(lr_schedule, 0.0)  # validates the name
         self.lr_schedule = lr_schedule
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
         self.seed = int(seed)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -542,6 +555,8 @@ class Trainer:
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                                    nesterov=self.momentum > 0)
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     def _stream(self, kind: str, payload: Any, batch_size: int, seed_offset: int, keep: int, check=None):
@@ -561,7 +576,9 @@ class Trainer:
                 "optimizer": self.optimizer_name, "lr": self.lr, "backbone_lr_multiplier": self.backbone_lr_multiplier,
                 "momentum": self.momentum, "weight_decay": self.weight_decay, "lr_schedule": self.lr_schedule,
                 "log_every": self.log_every, "eval_every": self.eval_every, "world_size": _dist.world_size(),
-                "max_grad_norm": self.max_grad_norm}
+                "max_grad_norm": self.max_grad_norm,
+                # only when used, so checkpoints written before the option existed still load
+                **({"label_smoothing": self.label_smoothing} if self.label_smoothing else {})}
 
     def checkpoint_path(self) -> Optional[Path]:
         """The file :meth:`fit` writes in ``checkpoint_dir`` and ``resume=True`` reads: ``last.pt``
@@ -833,6 +850,7 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         method.setup(model)
+        method.label_smoothing = self.label_smoothing  # used by Method.classification
         method.to(self.device)
         _dist.broadcast_module_state((model, method))  # ranks start identical (no-op in one process)
         if _dist.rank() > 0:  # each rank its own dropout masks

@@ -56,7 +56,7 @@ _ALIASES = {
 #: One-letter code of each domain, as used in task names ("C->A").
 DOMAIN_LETTERS = {"amazon": "A", "webcam": "W", "dslr": "D", "caltech": "C"}
 
-_PREPROCESS = ("zscore", "l1", None)
+_PREPROCESS = ("zscore", "l1", "sqrt", "sqrt-zscore", None)
 _STD_FLOOR = 1e-12
 
 
@@ -83,7 +83,9 @@ def _zscore_rows_l1(counts: np.ndarray, preprocess: Optional[str]) -> np.ndarray
         return x.astype(np.float32)
     sums = x.sum(axis=1, keepdims=True)
     x = x / np.where(sums > 0, sums, 1.0)
-    if preprocess == "l1":
+    if preprocess in ("sqrt", "sqrt-zscore"):
+        x = np.sqrt(x)  # Hellinger map: each non-empty row now has unit L2 norm
+    if preprocess in ("l1", "sqrt"):
         return x.astype(np.float32)
     mean = x.mean(axis=0, keepdims=True)
     std = x.std(axis=0, keepdims=True)  # population std (ddof=0), MATLAB zscore(X, 1)
@@ -132,7 +134,10 @@ def load_office_caltech10_surf(
             its sum (``fts ./ sum(fts, 2)``), then z-score each feature with the population
             std (``zscore(fts, 1)``); a feature whose std is 0 is only centred (divided by 1),
             so no NaN appears. Statistics are computed **per domain**, as in the GFK code.
-            ``"l1"``: row-sum normalisation only. ``None``: raw word counts.
+            ``"l1"``: row-sum normalisation only. ``"sqrt"``: the square root of the
+            row-normalised histogram (the Hellinger map, ``sqrt(fts ./ sum(fts, 2))``; every
+            row then has unit L2 norm, and frequent words weigh less). ``"sqrt-zscore"``: that
+            map, then the per-domain z-score of ``"zscore"``. ``None``: raw word counts.
 
     Returns:
         :class:`Domain` with ``x`` of shape ``(N, 800)`` float32, ``y`` of shape ``(N,)``

@@ -141,6 +141,8 @@ class Method(nn.Module, abc.ABC):
     uses_target_labels: ClassVar[bool] = False
     search_space: ClassVar[Mapping[str, HParam]] = {}
     alignment: str = "local"
+    #: Label smoothing of :meth:`classification`, in [0, 1); the Trainer sets it (its ``label_smoothing``).
+    label_smoothing: float = 0.0
 
     def setup(self, model: AdaptModel) -> None:
         """Create the method's own modules for ``model`` (e.g. a discriminator on ``model.feature_dim``)."""
@@ -198,10 +200,13 @@ class Method(nn.Module, abc.ABC):
         tgt = ModelOutput(out.features[n:], out.logits[n:])
         return src, tgt
 
-    @staticmethod
-    def classification(logits: Tensor, labels: Tensor) -> Tensor:
-        """Cross-entropy of ``(N, C)`` logits against ``(N,)`` class indices, averaged over the batch."""
-        return F.cross_entropy(logits, labels)
+    def classification(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy of ``(N, C)`` logits against ``(N,)`` class indices, averaged over the batch.
+
+        With :attr:`label_smoothing` ``eps > 0`` (set by the Trainer from its own
+        ``label_smoothing``) the targets are ``(1 - eps) onehot + eps / C``.
+        """
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
