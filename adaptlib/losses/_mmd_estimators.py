@@ -133,6 +133,29 @@ def _check_rows(n: int, m: int, estimator: str, src: str, tgt: str) -> None:
             raise ValueError(f"estimator={estimator!r} needs at least 2 rows in {tgt}, got {m}")
 
 
+def _target_first(srcs: Sequence[Tensor], tgts: Sequence[Tensor], a: Tensor, b: Tensor) -> bool:
+    """Whether the canonical order of the pair puts the target first.
+
+    The biased and unbiased estimates are symmetric formulas, but their Gram matrices, medians
+    and sums round differently when the stacked rows come in another order; for near-duplicate
+    clouds (distances near the Gram expansion's resolution) that reached a relative 1e-5.
+    Computing every pair in one canonical order makes ``mmd(x, y)`` and ``mmd(y, x)`` run
+    the same operations: the side with fewer rows first, else the one whose first differing
+    entry (features of each layer, then weights) is smaller. ``O(N D)``, done once per call.
+    """
+    n, m = srcs[0].shape[0], tgts[0].shape[0]
+    if n != m:
+        return n > m
+    for s, t in list(zip(srcs, tgts)) + [(a, b)]:
+        if s.shape != t.shape:
+            return False
+        differ = (s != t).reshape(-1).nonzero()
+        if differ.numel():
+            i = differ[0, 0]
+            return bool(s.reshape(-1)[i] > t.reshape(-1)[i])
+    return False
+
+
 def _same_sample(srcs: Sequence[Tensor], tgts: Sequence[Tensor], a: Tensor, b: Tensor) -> bool:
     """Whether source and target are the same weighted sample (every layer equal, same weights).
 

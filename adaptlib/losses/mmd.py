@@ -41,7 +41,7 @@ from ._mmd_bandwidths import (DEFAULT_MULTIPLIERS, HEURISTICS, MIN_BANDWIDTH, Ba
                               _check_multipliers, _explicit_bandwidths, _heuristic_sigmas, _layer_sigmas, gaussian_bandwidths)
 from ._mmd_estimators import (_centre, _check_generator, _check_rows, _check_unbiased_mass, _combined_gaussian,
                               _exact_zero, _linear_indices, _linear_pair_sq_dists, _max_row_norm, _mmd_estimate,
-                              _same_sample, _stacked_sq_dists)
+                              _same_sample, _stacked_sq_dists, _target_first)
 from ._validate import check_feature_pair, check_same_kind, check_tensor_kind, compute_dtype, no_autocast
 
 __all__ = ["mmd", "jmmd", "gaussian_bandwidths"]
@@ -313,6 +313,8 @@ def _mmd(source, target, bandwidths, heuristic, mults, estimator, source_weights
 
     a = check_weights(source_weights, n, source, "source_weights")
     b = check_weights(target_weights, m, source, "target_weights")
+    if _target_first([source], [target], a, b):  # one canonical order: exact symmetry
+        source, target, a, b, n, m = target, source, b, a, m, n
     if estimator == "unbiased":
         _check_unbiased_mass(a, "source_weights")
         _check_unbiased_mass(b, "target_weights")
@@ -484,6 +486,8 @@ def _jmmd(srcs, tgts, bws, mults, heuristic, estimator, generator, path, block_s
             kernel = k_l if kernel is None else kernel * k_l
         return _mmd_estimate(kernel, "linear")
 
+    if _target_first(srcs, tgts, srcs[0].new_zeros(0), tgts[0].new_zeros(0)):  # exact symmetry
+        srcs, tgts, n, m = tgts, srcs, m, n
     zs = [torch.cat([srcs[l], tgts[l]], dim=0) for l in range(num_layers)]
     dt, dev = zs[0].dtype, zs[0].device
     num_k = [len(mults[l]) if bws[l] is None else -1 for l in range(num_layers)]
