@@ -8,26 +8,30 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import sys
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import _checkpoint
 from . import distributed as _dist
 from ._checks import check_choice, check_positive, skip_value_checks
+from ._history import History, _LogSums, lr_factor
 from ._streams import DatasetStream, TensorStream
+from ._trainer_inputs import (LabeledData, UnlabeledData, _as_labeled, _as_tensor, _check_inputs, _prepare_data,
+                              _shape_error)
+from ._trainer_modes import _one_row_hooks, _record_modes, _restore_modes
 from .methods import Batch, LabeledBatch, Method, Progress, UnlabeledBatch, get_method
 from .models import AdaptModel
 
+# The Trainer's helpers live beside it: ``_trainer_inputs`` (input conversion and checks),
+# ``_trainer_modes`` (modules' modes, one-row batch-norm hooks), ``_checkpoint`` (checkpoint files,
+# resuming) and ``_history`` (History, lr_factor, the logging sums); History and lr_factor are
+# re-exported here.
 __all__ = ["Trainer", "History", "lr_factor", "SMALL_MODEL_PARAMETERS"]
 
 #: With ``num_threads="auto"`` on the CPU, :meth:`Trainer.fit` trains models (with the method's
@@ -35,301 +39,6 @@ __all__ = ["Trainer", "History", "lr_factor", "SMALL_MODEL_PARAMETERS"]
 #: are too small to gain from a thread pool, whose synchronisation then dominates each step
 #: (benchmarks/README.md, "Trainer overhead on tiny networks").
 SMALL_MODEL_PARAMETERS = 1_000_000
-
-LabeledData = Union[Tuple[Tensor, Tensor], Dataset, Any]
-UnlabeledData = Union[Tensor, Dataset, Any]
-
-
-def lr_factor(schedule: str, fraction: float, *, gamma: float = 10.0, power: float = 0.75) -> float:
-    """Multiplier of the base learning rate at training progress ``fraction`` in [0, 1].
-
-    - ``"inv"``: ``(1 + gamma p)^(-power)``, the annealing of DANN (Ganin et al., JMLR 2016)
-      also used by DAN, JAN and CDAN;
-    - ``"cosine"``: ``(1 + cos(pi p)) / 2``;
-    - ``"constant"``: 1.
-    """
-    if schedule == "inv":
-        return (1.0 + gamma * fraction) ** (-power)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * fraction))
-    if schedule == "constant":
-        return 1.0
-    raise ValueError(f"lr_schedule must be one of ['inv', 'cosine', 'constant'], got {schedule!r}")
-
-
-@dataclass
-class History:
-    """What a run logged.
-
-    Attributes:
-        train: one record every ``log_every`` steps: ``step`` (steps done), ``lr`` (base group),
-            ``loss`` (total) and each named loss term and metric, averaged over the interval.
-        eval: one record per evaluation: ``step`` and ``<set>/accuracy`` for each eval set.
-    """
-
-    train: List[Dict[str, float]] = field(default_factory=list)
-    eval: List[Dict[str, float]] = field(default_factory=list)
-
-    def final_eval(self) -> Dict[str, float]:
-        """The last evaluation record (``{}`` when nothing was evaluated)."""
-        return dict(self.eval[-1]) if self.eval else {}
-
-
-_LABEL_HINT = ("Labels that are 1-based, have gaps or are not numbers: map them with "
-               "`codes, classes = adaptlib.encode_labels(labels)` and build the model with num_classes=len(classes)")
-
-
-def _check_labels(y: Any, name: str, num_classes: Optional[int]) -> None:
-    """Raise unless ``y`` is a 1-D integer tensor of class indices in ``0..num_classes-1``."""
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name} labels must be a tensor of integer class indices 0..C-1, got "
-                        f"{type(y).__name__}. {_LABEL_HINT}")
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{name} labels must be integer class indices 0..C-1, got dtype {y.dtype}. {_LABEL_HINT}")
-    if y.device.type == "meta":
-        raise ValueError(f"{name} labels are on the meta device and hold no data")
-    if y.numel() == 0:
-        return
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or (num_classes is not None and hi >= num_classes):
-        allowed = f"0..{num_classes - 1} (the model has {num_classes} classes)" if num_classes else "0..C-1"
-        raise ValueError(f"{name} labels must be class indices in {allowed}, got values {lo}..{hi}. {_LABEL_HINT}")
-
-
-def _check_inputs(x: Any, name: str, dtype: Optional[torch.dtype]) -> None:
-    """Raise unless ``x`` is a tensor with data, of the model's floating dtype if it is floating."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} inputs must be a tensor, got {type(x).__name__} (convert with torch.as_tensor)")
-    if x.device.type == "meta":
-        raise ValueError(f"{name} inputs are on the meta device and hold no data")
-    if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-        raise TypeError(f"{name} inputs are {x.dtype} but the model's parameters are {dtype}: convert the "
-                        f"inputs (x.to({dtype})) or the model (model.to({x.dtype}))")
-
-
-def _is_array_like(x: Any) -> bool:
-    """A NumPy array or scalar, or a (nested) list of numbers or arrays: what :func:`_as_tensor` converts."""
-    return isinstance(x, (np.ndarray, np.generic, list))
-
-
-def _as_tensor(x: Any, name: str, what: str, dtype: Optional[torch.dtype]) -> Any:
-    """``x`` as a tensor when it is array-like (else unchanged, for the checks to refuse by name).
-
-    Floating inputs (``what == "inputs"``) get ``dtype`` (the model's; the default dtype when
-    ``None``); integer labels (``what == "labels"``) become int64. Other kinds keep their dtype
-    (float labels are then refused by :func:`_check_labels` with the ``encode_labels`` hint).
-    """
-    if isinstance(x, Tensor) or not _is_array_like(x):
-        return x
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name} {what} could not be read as an array ({e}); pass a tensor or a NumPy array") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} {what} must be numbers, got an array of dtype {arr.dtype}"
-                        + (f". {_LABEL_HINT}" if what == "labels" else ""))
-    t = torch.as_tensor(arr)
-    if what == "inputs" and t.is_floating_point():
-        return t.to(dtype or torch.get_default_dtype())
-    if what == "labels" and arr.dtype.kind in "iu":
-        return t.to(torch.int64)
-    return t
-
-
-def _as_labeled(data: LabeledData, name: str, num_classes: Optional[int],
-                dtype: Optional[torch.dtype] = None) -> Tuple[str, Any]:
-    if isinstance(data, Dataset):
-        return "dataset", data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    elif hasattr(data, "x") and hasattr(data, "y"):
-        x, y = data.x, data.y
-    else:
-        raise TypeError(f"{name} must be (x, y) tensors or arrays, an object with .x and .y, or a Dataset; got "
-                        f"{type(data).__name__}")
-    x, y = _as_tensor(x, name, "inputs", dtype), _as_tensor(y, name, "labels", None)
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"{name} must hold tensors, got {type(x).__name__} and {type(y).__name__} (convert "
-                        f"numbers with torch.as_tensor; for labels that are not 0..C-1 indices use "
-                        f"adaptlib.encode_labels)")
-    if x.shape[0] != y.shape[0] or y.dim() != 1:
-        raise ValueError(f"{name}: x must be (N, ...) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    _check_inputs(x, name, dtype)
-    _check_labels(y, name, num_classes)
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} inputs contain NaN or inf")
-    return "tensor", (x, y.long())
-
-
-def _as_unlabeled(data: UnlabeledData, name: str, dtype: Optional[torch.dtype] = None) -> Tuple[str, Any]:
-    if isinstance(data, Dataset):
-        return "dataset", data
-    if isinstance(data, Tensor):
-        x = data
-    elif isinstance(data, (np.ndarray, list)):
-        x = _as_tensor(data, name, "inputs", dtype)
-    elif hasattr(data, "x") and not isinstance(data, tuple):
-        x = _as_tensor(data.x, name, "inputs", dtype)  # a Domain: only its inputs are read; its labels never reach the method
-    else:
-        raise TypeError(
-            f"{name} must be an unlabelled tensor (M, ...), an object with .x, or a Dataset; got "
-            f"{type(data).__name__}. Target labels belong in eval_sets (or target_labeled for methods that use them)"
-        )
-    if not isinstance(x, Tensor) or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty tensor")
-    _check_inputs(x, name, dtype)
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} inputs contain NaN or inf")
-    return "tensor", (x,)
-
-
-def _batch_check(name: str, num_classes: Optional[int], dtype: Optional[torch.dtype]):
-    """The per-batch check of a ``Dataset`` stream: inputs (and labels, for labelled data)."""
-    def check(fields: Tuple[Any, ...]) -> None:
-        _check_inputs(fields[0], name, dtype)
-        if len(fields) > 1:
-            _check_labels(fields[1], name, num_classes)
-    return check
-
-
-# ------------------------------------------------------------------ modules' modes
-Modes = List[Tuple[nn.Module, bool]]
-
-
-def _record_modes(*roots: nn.Module) -> Modes:
-    """Every submodule of ``roots`` with its ``training`` flag (the user's modes, to restore later)."""
-    return [(m, m.training) for root in roots for m in root.modules()]
-
-
-def _restore_modes(modes: Modes, frozen: Tuple[nn.Module, ...] = ()) -> None:
-    """Give each module its recorded mode, then put the ``frozen`` ones (and their submodules) in eval mode."""
-    for module, training in modes:
-        module.training = training
-    for module in frozen:
-        module.eval()
-
-
-def _one_row_pre_hook(module: nn.Module, args: Tuple[Any, ...]) -> None:
-    x = args[0] if args else None
-    if module.training and isinstance(x, Tensor) and x.dim() >= 2 and x.numel() == x.shape[1]:
-        module.training = False  # one value per channel: normalise with the running statistics
-        module._adaptlib_one_row = True  # type: ignore[attr-defined]
-
-
-def _one_row_post_hook(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
-    if getattr(module, "_adaptlib_one_row", False):
-        module.training = True
-        module._adaptlib_one_row = False  # type: ignore[attr-defined]
-
-
-def _first_layer(module: nn.Module) -> Optional[nn.Module]:
-    """The first ``nn.Linear`` or convolution among ``module``'s submodules (registration order)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
-            return m
-    return None
-
-
-_SHAPE_ERRORS = ("cannot be multiplied", "size mismatch", "channels", "shape")
-
-
-def _shape_error(error: Exception, x: Tensor, name: str, model: nn.Module) -> Optional[ValueError]:
-    """A ValueError naming ``name``'s dimension and the model's when ``error`` is an input-shape mismatch, else None."""
-    layer = _first_layer(getattr(model, "backbone", model))
-    if isinstance(layer, nn.Linear) and x.dim() == 2 and x.shape[1] != layer.in_features:
-        return ValueError(f"{name} has {x.shape[1]} features but the model's backbone expects "
-                          f"{layer.in_features} (its first layer is {layer}; inputs of shape {tuple(x.shape)})")
-    if isinstance(layer, nn.modules.conv._ConvNd) and x.dim() >= 3 and x.shape[1] != layer.in_channels:
-        return ValueError(f"{name} has {x.shape[1]} channels but the model's backbone expects "
-                          f"{layer.in_channels} (its first layer is {layer}; inputs of shape {tuple(x.shape)})")
-    if any(key in str(error) for key in _SHAPE_ERRORS):
-        first = f" (the backbone's first layer is {layer})" if layer is not None else ""
-        return ValueError(f"{name} inputs of shape {tuple(x.shape)} do not fit the model{first}: {error}")
-    return None
-
-
-def _probe(model: nn.Module, x: Tensor, name: str) -> None:
-    """Run one row of ``x`` through ``model`` (eval mode, no gradient, modes restored after).
-
-    Raises:
-        ValueError: the row does not fit the model's input shape (naming both dimensions).
-    Other errors of the probe are ignored here: training meets them at its first step.
-    """
-    modes = _record_modes(model)
-    model.eval()
-    try:
-        device = next((p.device for p in model.parameters()), x.device)
-        with torch.no_grad():
-            model(x[:1].to(device))
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        error = _shape_error(e, x, name, model)
-        if error is not None:
-            raise error from None
-    finally:
-        _restore_modes(modes)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never a partial one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class _LogSums:
-    """Running sums of the logged scalars over the current logging interval.
-
-    One ``stack`` and one ``add`` per step whatever the number of loss terms and metrics
-    (the per-name adds this replaces were a measurable share of the Trainer's overhead).
-    """
-
-    def __init__(self) -> None:
-        self.names: Tuple[str, ...] = ()
-        self.row: Optional[Tensor] = None  # sums of the tensor-valued terms, in the order of names
-        self.numbers: Dict[str, float] = {}  # sums of the metrics given as plain numbers
-
-    def state_dict(self) -> Dict[str, Any]:
-        """Plain data for a checkpoint (loadable with ``weights_only=True``)."""
-        return {"names": list(self.names), "row": None if self.row is None else self.row.detach().cpu(),
-                "numbers": dict(self.numbers)}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> "_LogSums":
-        out = cls()
-        out.names = tuple(state["names"])
-        out.row = None if state["row"] is None else state["row"].to(device)
-        out.numbers = {k: float(v) for k, v in state["numbers"].items()}
-        return out
-
-    def add(self, names: Tuple[str, ...], row: Tensor) -> None:
-        if self.row is not None and names == self.names:
-            self.row = self.row + row
-            return
-        merged = self.as_dict()  # the set of names changed (e.g. FineTune's phase switch)
-        for name, value in zip(names, row.unbind()):
-            merged[name] = merged[name] + value if name in merged else value
-        self.names, self.row = tuple(merged), torch.stack(list(merged.values()))
-
-    def add_numbers(self, numbers: Mapping[str, float]) -> None:
-        for name, value in numbers.items():
-            self.numbers[name] = self.numbers.get(name, 0.0) + value
-
-    def as_dict(self) -> Dict[str, Tensor]:
-        out = dict(zip(self.names, self.row.unbind())) if self.row is not None else {}
-        for name, value in self.numbers.items():
-            out[name] = torch.tensor(value, dtype=torch.float64)
-        return out
-
 
 
 class Trainer:
@@ -565,9 +274,9 @@ class Trainer:
             return DatasetStream(payload, batch_size, gen, self.device, keep=keep, check=check)
         return TensorStream(payload, batch_size, gen, self.device)
 
-    # ------------------------------------------------------------------ checkpoints
-    _FORMAT = "adaptlib.Trainer checkpoint"
-    _VERSION = 1
+    # ------------------------------------------------------------------ checkpoints (adaptlib/_checkpoint.py)
+    _FORMAT = _checkpoint.FORMAT
+    _VERSION = _checkpoint.VERSION
 
     def _settings(self) -> Dict[str, Any]:
         """What must be equal for a checkpoint to continue this run (numbers, strings, lists, None)."""
@@ -603,19 +312,7 @@ class Trainer:
             OSError: the file cannot be written.
         """
         path = Path(path)
-        sums, count = self._log_state
-        rng: Dict[str, Any] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {
-            "format": self._FORMAT, "version": self._VERSION, "settings": self._settings(), "step": self.step,
-            "model": self.model.state_dict(), "method": self.method.state_dict(),
-            "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
-            "streams": {name: st.state_dict() for name, st in self._streams.items()},
-            "rng": rng, "log_sums": sums.state_dict(), "log_count": count,
-            "history": {"train": [dict(r) for r in self.history.train], "eval": [dict(r) for r in self.history.eval]},
-        }
-        _atomic_save(state, path)
+        _checkpoint.atomic_save(_checkpoint.run_state(self), path)
         return path
 
     def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
@@ -634,106 +331,12 @@ class Trainer:
                 with other settings (the message lists each difference).
             RuntimeError: the saved weights do not fit the model (other architecture).
         """
-        checkpoint = self._read_checkpoint(Path(path))
-        self._restore_model(checkpoint, Path(path))
+        checkpoint = _checkpoint.read_checkpoint(self, Path(path))
+        _checkpoint.restore_model(self.model, checkpoint, Path(path))
         self.step = int(checkpoint["step"])
         self.history = History([dict(r) for r in checkpoint["history"]["train"]],
                                [dict(r) for r in checkpoint["history"]["eval"]])
         self._pending = checkpoint
-
-    def _read_checkpoint(self, path: Path) -> Dict[str, Any]:
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"{path} is not an adaptlib Trainer checkpoint: it holds objects other than tensors, "
-                             f"numbers, strings, lists and dicts, and adaptlib does not unpickle those ({e})") from None
-        except (RuntimeError, EOFError) as e:
-            raise ValueError(f"{path} is not a readable checkpoint file ({e})") from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != self._FORMAT:
-            raise ValueError(f"{path} is not an adaptlib Trainer checkpoint")
-        if checkpoint.get("version") != self._VERSION:
-            raise ValueError(f"{path} is a version-{checkpoint.get('version')} checkpoint; this adaptlib reads "
-                             f"version {self._VERSION}")
-        saved, now = checkpoint["settings"], self._settings()
-        diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
-                 for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-        if diffs:
-            raise ValueError(f"checkpoint {path} was saved by a run with other settings, so it cannot continue this "
-                             f"one: " + "; ".join(diffs) + ". Use the same settings, or start a new run "
-                             "(resume=False, or another checkpoint_dir)")
-        return checkpoint
-
-    def _restore_model(self, checkpoint: Dict[str, Any], path: Path) -> None:
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as e:
-            raise RuntimeError(f"the model of checkpoint {path} does not fit this model: {e}") from None
-
-    def _checkpoint_to_resume(self, resume: Union[bool, str, os.PathLike]) -> Optional[Dict[str, Any]]:
-        """The checkpoint ``fit(resume=...)`` continues from, read and checked, or ``None`` for a fresh start."""
-        if resume is True:
-            path = self.checkpoint_path()
-            if path is None:
-                raise ValueError("resume=True continues from checkpoint_dir/last.pt: pass checkpoint_dir to the "
-                                 "Trainer, or resume=<path of a checkpoint file>")
-            if not path.is_file():
-                return None  # first launch: nothing to resume
-        elif resume is False or resume is None:
-            pending, self._pending = self._pending, None
-            return pending
-        else:
-            path = Path(resume)
-        checkpoint = self._read_checkpoint(path)
-        checkpoint["_path"] = str(path)
-        self._pending = None
-        return checkpoint
-
-    def _start(self, checkpoint: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Tensor], int]:
-        """Set up step 0, or restore the run from ``checkpoint``; return the logging sums and count.
-
-        Called by :meth:`fit` after the method's ``setup`` and the optimizer's creation; the
-        global RNG states are restored last, after everything that draws from them.
-        """
-        if checkpoint is None:
-            self.step = 0
-            self.history = History()
-            self._log_state = (_LogSums(), 0)
-            return _LogSums(), 0
-        path = Path(checkpoint.get("_path", "checkpoint"))
-        self._restore_model(checkpoint, path)
-        if checkpoint["optimizer"] is None:  # saved before any fit: only the model is restored
-            self.step, self.history = 0, History()
-            self._log_state = (_LogSums(), 0)
-            return _LogSums(), 0
-        self.method.load_state_dict(checkpoint["method"])
-        self._optimizer.load_state_dict(checkpoint["optimizer"])  # type: ignore[union-attr]
-        if set(checkpoint["streams"]) != set(self._streams):
-            raise ValueError(f"checkpoint {path} has data streams {sorted(checkpoint['streams'])}, this run "
-                             f"{sorted(self._streams)}")
-        for name, stream in self._streams.items():
-            try:
-                stream.load_state_dict(checkpoint["streams"][name])
-            except ValueError as e:
-                raise ValueError(f"{name}: {e} (checkpoint {path})") from None
-        self.step = int(checkpoint["step"])
-        self.history = History([dict(r) for r in checkpoint["history"]["train"]],
-                               [dict(r) for r in checkpoint["history"]["eval"]])
-        sums = _LogSums.from_state(checkpoint["log_sums"], self.device)
-        count = int(checkpoint["log_count"])
-        self._log_state = (sums, count)
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if "cuda" in checkpoint["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        return sums, count
-
-    def _after_step(self, sums: _LogSums, count: int) -> None:
-        """Bookkeeping at the end of each step: remember the logging sums; write the checkpoint when due."""
-        self._log_state = (sums, count)
-        path = self.checkpoint_path()
-        if path is not None and (self.step % self.checkpoint_every == 0 or self.step == self.steps):
-            self.save_checkpoint(path)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -799,67 +402,15 @@ class Trainer:
                 batch-norm layers in train mode; a model entirely in eval mode (see the class
                 docstring: "Batches", "Modes").
         """
-        method, model = self.method, self.model
         if callback_every is not None and (not isinstance(callback_every, int) or callback_every <= 0):
             raise ValueError(f"callback_every must be a positive integer or None, got {callback_every!r}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         every = callback_every or self.checkpoint_every
-        num_classes = getattr(model, "num_classes", None)
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-        checkpoint = self._checkpoint_to_resume(resume)
-        if method.uses_target and target is None:
-            raise ValueError(f"method {method.name!r} needs unlabelled target data: pass target=")
-        if method.uses_target_labels and target_labeled is None:
-            raise ValueError(f"method {method.name!r} trains on labelled target samples: pass target_labeled=")
-        if not method.uses_target_labels and target_labeled is not None:
-            raise ValueError(f"method {method.name!r} is unsupervised on the target: it must not get target_labeled")
-        src_kind, src = _as_labeled(source, "source", num_classes, dtype)
-        if src_kind == "tensor" and num_classes is not None:
-            missing = sorted(set(range(num_classes)) - set(torch.unique(src[1]).tolist()))
-            if missing:
-                warnings.warn(f"source labels never take the values {missing} of the model's {num_classes} classes "
-                              f"0..{num_classes - 1}; if the labels are 1-based or have gaps, map them with "
-                              "adaptlib.encode_labels and set num_classes=len(classes)", UserWarning, stacklevel=2)
-        data = {"source": (src_kind, src, self.batch_size, "batch_size", 1, 2)}
-        if method.uses_target:
-            kind, tgt = _as_unlabeled(target, "target", dtype)
-            data["target"] = (kind, tgt, self.target_batch_size, "target_batch_size", 2, 1)
-        if method.uses_target_labels:
-            kind, tl = _as_labeled(target_labeled, "target_labeled", num_classes, dtype)
-            data["target_labeled"] = (kind, tl, self.batch_size, "batch_size", 3, 2)
-        evals = {name: _as_labeled(d, f"eval_sets[{name!r}]", num_classes, dtype)
-                 for name, d in (eval_sets or {}).items()}
-        user_modes = _record_modes(model)
-        if not any(training for _, training in user_modes):
-            warnings.warn("the model is in eval mode at the start of fit: the Trainer keeps each module's mode, so "
-                          "it trains in eval mode (dropout off, batch-norm statistics not updated). Call "
-                          "model.train() before fit unless that is intended", UserWarning, stacklevel=2)
-        one_row = self._check_sizes(data)
-        # one row of every tensor input through the model: a wrong feature dimension fails here, by name
-        model.to(self.device)
-        probed = set()
-        for name, (kind, payload) in ([(n, (d[0], d[1])) for n, d in data.items()]
-                                      + [(f"eval_sets[{n!r}]", e) for n, e in evals.items()]):
-            if kind == "tensor" and (tuple(payload[0].shape[1:]), payload[0].dtype) not in probed:
-                _probe(model, payload[0], name)
-                probed.add((tuple(payload[0].shape[1:]), payload[0].dtype))
-        streams = {name: self._stream(kind, payload, size, offset, keep=keep,
-                                      check=_batch_check(name, num_classes, dtype))
-                   for name, (kind, payload, size, _, offset, keep) in data.items()}
-
-        torch.manual_seed(self.seed)
-        method.setup(model)
-        method.label_smoothing = self.label_smoothing  # used by Method.classification
-        method.to(self.device)
-        _dist.broadcast_module_state((model, method))  # ranks start identical (no-op in one process)
-        if _dist.rank() > 0:  # each rank its own dropout masks
-            torch.manual_seed(self.seed * 1000003 + 7919 * _dist.rank())
-        optimizer = self._make_optimizer()
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        base_lrs = [g["lr"] for g in optimizer.param_groups]
-        self._optimizer, self._streams = optimizer, streams
-        sums, count = self._start(checkpoint)  # step 0, or everything restored from the checkpoint
+        checkpoint, streams, evals, one_row, user_modes = _prepare_data(
+            self, source, target, target_labeled, eval_sets, resume)
+        optimizer, params, base_lrs, sums, count = self._set_up_run(streams, checkpoint)
+        method, model = self.method, self.model
         modes = user_modes + _record_modes(method)  # the method's modules: as setup left them
         multi_process = _dist.is_distributed()
         on_cpu = self.device.type == "cpu"
@@ -875,9 +426,7 @@ class Trainer:
             if threads is not None and threads != previous_threads:
                 torch.set_num_threads(threads)
             if one_row:  # batch-norm layers in train mode normalise one-row batches with their running statistics
-                hooks = [h for m, training in modes if isinstance(m, _BatchNorm) and training
-                         for h in (m.register_forward_pre_hook(_one_row_pre_hook),
-                                   m.register_forward_hook(_one_row_post_hook))]
+                hooks = _one_row_hooks(modes)
             for step in range(self.step, self.steps):
                 progress = Progress(step, self.steps)
                 factor = lr_factor(self.lr_schedule, progress.fraction)
@@ -892,54 +441,12 @@ class Trainer:
                     _dist.broadcast_module_state((model, method), parameters=False)
                 with torch.no_grad():
                     method.on_step_start(model, progress)
-                s = streams["source"].next()
-                batch = Batch(
-                    source=LabeledBatch(s[0], s[1]),
-                    target=UnlabeledBatch(streams["target"].next()[0]) if "target" in streams else None,
-                    target_labeled=LabeledBatch(*streams["target_labeled"].next()) if "target_labeled" in streams else None,
-                )
-                with skip_value_checks():  # inputs were checked once; the loss is checked below
-                    out = method.loss_terms(model, batch, progress)
-                if not out.losses:
-                    raise ValueError(f"method {method.name!r} returned no loss terms at step {step}")
-                values = list(out.losses.values())
-                loss = values[0]
-                for value in values[1:]:
-                    loss = loss + value
-                if loss.dim() != 0:
-                    raise ValueError(f"method {method.name!r} returned non-scalar loss terms: "
-                                     f"{ {k: tuple(v.shape) for k, v in out.losses.items()} }")
-                # Checked before backward, so the parameters stay those of the last good step. On an
-                # accelerator the check would synchronise every step; there the logged sums are checked.
-                if on_cpu and not math.isfinite(loss.item()):
-                    bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
-                    raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if multi_process:
-                    _dist.average_gradients(params)
-                for p in frozen_params:
-                    p.grad = None  # no update, weight decay or momentum for a frozen part
-                if self.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-                optimizer.step()
+                out, loss, values = self._train_step(step, progress, streams, params, frozen_params,
+                                                     multi_process, on_cpu)
                 self.step = step + 1
-                with torch.no_grad():  # one stack and one add per step, whatever the number of terms
-                    metrics = out.metrics
-                    tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)} if metrics else {}
-                    names = ("loss", *out.losses, *tensor_metrics)
-                    row = torch.stack([loss.detach(), *(v.detach() for v in values),
-                                       *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
-                    sums.add(names, row)
-                    if len(tensor_metrics) < len(metrics):  # plain numbers are summed in Python
-                        sums.add_numbers({k: float(v) for k, v in metrics.items() if k not in tensor_metrics})
-                    count += 1
+                count = self._accumulate(sums, out, loss, values, count)
                 if self.step % self.log_every == 0 or self.step == self.steps:
-                    record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
-                    if not math.isfinite(record["loss"]):
-                        bad = {k: v for k, v in record.items() if not math.isfinite(v)}
-                        raise FloatingPointError(self._diverged(f"by step {self.step}", bad, params))
-                    self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
+                    record = self._log_record(sums, count, factor, params)
                     sums, count = _LogSums(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
                 if evals and ((self.eval_every and self.step % self.eval_every == 0) or self.step == self.steps):
@@ -949,7 +456,7 @@ class Trainer:
                     _restore_modes(modes, frozen)
                 if show:
                     bar.update(1)
-                self._after_step(sums, count)
+                _checkpoint.after_step(self, sums, count)
                 if callback is not None and (self.step % every == 0 or self.step == self.steps):
                     callback(self)
                     _restore_modes(modes, frozen)
@@ -962,6 +469,88 @@ class Trainer:
                 torch.set_num_threads(previous_threads)
         return self.history
 
+    def _set_up_run(self, streams: Dict[str, Any], checkpoint: Optional[Dict[str, Any]]):
+        """:meth:`fit`'s set-up of the run: seeding, the method's ``setup``, the optimizer, then step 0
+        or everything restored from ``checkpoint``. Returns ``(optimizer, its parameters, the groups'
+        base learning rates, logging sums, count)``."""
+        method, model = self.method, self.model
+        torch.manual_seed(self.seed)
+        method.setup(model)
+        method.label_smoothing = self.label_smoothing  # used by Method.classification
+        method.to(self.device)
+        _dist.broadcast_module_state((model, method))  # ranks start identical (no-op in one process)
+        if _dist.rank() > 0:  # each rank its own dropout masks
+            torch.manual_seed(self.seed * 1000003 + 7919 * _dist.rank())
+        optimizer = self._make_optimizer()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a checkpoint's optimizer state replaces them
+        self._optimizer, self._streams = optimizer, streams
+        sums, count = _checkpoint.start(self, checkpoint)  # step 0, or everything restored from the checkpoint
+        return optimizer, params, base_lrs, sums, count
+
+    def _train_step(self, step: int, progress: Progress, streams: Mapping[str, Any], params: List[Tensor],
+                    frozen_params: List[Tensor], multi_process: bool, on_cpu: bool):
+        """One optimizer step: draw the batches, get the method's loss terms, check them, backward
+        (gradients averaged over processes, none for frozen parts, clipped if asked) and step.
+        Returns ``(loss terms and metrics, total loss, the loss terms' values)``."""
+        method, optimizer = self.method, self._optimizer
+        s = streams["source"].next()
+        batch = Batch(
+            source=LabeledBatch(s[0], s[1]),
+            target=UnlabeledBatch(streams["target"].next()[0]) if "target" in streams else None,
+            target_labeled=LabeledBatch(*streams["target_labeled"].next()) if "target_labeled" in streams else None,
+        )
+        with skip_value_checks():  # inputs were checked once; the loss is checked below
+            out = method.loss_terms(self.model, batch, progress)
+        if not out.losses:
+            raise ValueError(f"method {method.name!r} returned no loss terms at step {step}")
+        values = list(out.losses.values())
+        loss = values[0]
+        for value in values[1:]:
+            loss = loss + value
+        if loss.dim() != 0:
+            raise ValueError(f"method {method.name!r} returned non-scalar loss terms: "
+                             f"{ {k: tuple(v.shape) for k, v in out.losses.items()} }")
+        # Checked before backward, so the parameters stay those of the last good step. On an
+        # accelerator the check would synchronise every step; there the logged sums are checked.
+        if on_cpu and not math.isfinite(loss.item()):
+            bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
+            raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
+        optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        loss.backward()
+        if multi_process:
+            _dist.average_gradients(params)
+        for p in frozen_params:
+            p.grad = None  # no update, weight decay or momentum for a frozen part
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        optimizer.step()  # type: ignore[union-attr]
+        return out, loss, values
+
+    @staticmethod
+    @torch.no_grad()
+    def _accumulate(sums: _LogSums, out: Any, loss: Tensor, values: List[Tensor], count: int) -> int:
+        """Add a step's loss, loss terms and metrics to the logging sums; return the new count.
+        One stack and one add per step, whatever the number of terms."""
+        metrics = out.metrics
+        tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)} if metrics else {}
+        names = ("loss", *out.losses, *tensor_metrics)
+        row = torch.stack([loss.detach(), *(v.detach() for v in values),
+                           *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
+        sums.add(names, row)
+        if len(tensor_metrics) < len(metrics):  # plain numbers are summed in Python
+            sums.add_numbers({k: float(v) for k, v in metrics.items() if k not in tensor_metrics})
+        return count + 1
+
+    def _log_record(self, sums: _LogSums, count: int, factor: float, params: List[Tensor]) -> Dict[str, float]:
+        """Average the interval's sums (over processes too), check them and append the record to the history."""
+        record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
+        if not math.isfinite(record["loss"]):
+            bad = {k: v for k, v in record.items() if not math.isfinite(v)}
+            raise FloatingPointError(self._diverged(f"by step {self.step}", bad, params))
+        self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
+        return record
+
     def _diverged(self, where: str, bad: Mapping[str, float], params: List[Tensor]) -> str:
         """The message of the FloatingPointError raised when the loss becomes NaN or inf."""
         finite = all(bool(torch.isfinite(p).all()) for p in params)
@@ -971,39 +560,6 @@ class Trainer:
                 f"diverged; the model is left as it was before that step and {state}. Try a lower learning "
                 f"rate (lr={self.lr:g} now), gradient clipping (max_grad_norm=, e.g. 1.0 or 10.0), or check "
                 f"the scale of the inputs")
-
-    def _check_sizes(self, data: Mapping[str, Tuple[Any, ...]]) -> bool:
-        """Warn about batches larger than their data; return whether some stream has one-row batches.
-
-        Raises:
-            ValueError: one-row batches with a batch-norm layer in train mode that keeps no running
-                statistics (it can normalise neither in train nor in eval mode).
-        """
-        one_row = []
-        for name, (kind, payload, size, arg, _, _) in data.items():
-            n = len(payload) if kind == "dataset" else int(payload[0].shape[0])
-            if n < size and name != "target_labeled":
-                default = " (its default: batch_size)" if arg == "target_batch_size" and size == self.batch_size else ""
-                warnings.warn(f"{name} has {n} rows but {arg} is {size}{default}: every {name} batch is the whole "
-                              f"set, reshuffled ({n} rows)", UserWarning, stacklevel=3)
-            if min(n, size) == 1:
-                one_row.append(f"{name} has 1 row" if n == 1 else f"{arg} is 1")
-        if not one_row:
-            return False
-        norms = [m for m in self.model.modules() if isinstance(m, _BatchNorm) and m.training]
-        if not norms:
-            return True
-        what = " and ".join(one_row)
-        stateless = [m for m in norms if m.running_mean is None]
-        if stateless:
-            raise ValueError(f"{what}, so its batches have one row, and the model has batch-norm layers in train "
-                             f"mode without running statistics (track_running_stats=False, e.g. {stateless[0]}), "
-                             f"which cannot normalise one row: pass at least 2 rows per batch")
-        warnings.warn(f"{what}, so its batches have one row: batch-norm layers in train mode cannot compute batch "
-                      f"statistics of one row; for one-row batches they normalise with their running statistics "
-                      f"(as in eval mode) and do not update them. Pass more rows, or put the batch-norm layers in "
-                      f"eval mode (the Trainer keeps each module's mode)", UserWarning, stacklevel=3)
-        return True
 
     def _threads_for(self, params: List[Tensor]) -> Optional[int]:
         """The intra-op thread count :meth:`fit` runs with, or ``None`` to leave torch's setting alone."""
