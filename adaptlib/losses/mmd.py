@@ -194,7 +194,8 @@ def mmd(
     norm, :data:`MIN_BANDWIDTH` the absolute part) count as duplicates, so repeated or dead
     (all-zero) rows do not drag the bandwidth to 0, and clouds that are identical to the
     data's resolution give about 0 with small, finite gradients. The value is symmetric:
-    ``mmd(x, y) == mmd(y, x)`` up to rounding, for every estimator and path.
+    ``mmd(x, y) == mmd(y, x)`` exactly, for every estimator and path (the pair is computed
+    in one canonical order: fewer rows first, else the smaller first differing entry).
 
     A sample compared with itself (``source`` equal to ``target`` element for element, and
     equal weights) gives an exact 0 with zero gradient for ``"biased"`` (its minimum; second
