@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +140,11 @@ class Method(nn.Module, abc.ABC):
     uses_target: ClassVar[bool] = True
     uses_target_labels: ClassVar[bool] = False
     search_space: ClassVar[Mapping[str, HParam]] = {}
+    #: The paper's own reported numbers where its protocol matches one of adaptlib's benchmarks:
+    #: benchmark registry name -> (mean target accuracy in percent, where it is reported and how
+    #: the protocol compares, e.g. ``"Table 2 of Ganin et al. 2016; same 12 tasks, mSDA features"``).
+    #: Empty where no published protocol matches. The method pages print it beside adaptlib's numbers.
+    paper_results: ClassVar[Mapping[str, Tuple[float, str]]] = {}
     alignment: str = "local"
     #: Label smoothing of :meth:`classification`, in [0, 1); the Trainer sets it (its ``label_smoothing``).
     label_smoothing: float = 0.0
