@@ -155,9 +155,10 @@ def execute_run(spec: RunSpec) -> RunResult:
     torch.manual_seed(spec.seed)
     net = spec.network
     model = AdaptModel(mlp(xs.shape[1], net["hidden"], dropout=net["dropout"]), num_classes=data.num_classes,
-                       bottleneck_dim=net["bottleneck"], dropout=0.0)
+                       bottleneck_dim=net["bottleneck"], dropout=0.0,
+                       bottleneck_norm=bool(net.get("bottleneck_norm", False)))
     trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, device="cpu",
-                      progress_bar=False, **trainer_kwargs)
+                      progress_bar=False, **{**spec.trainer, **trainer_kwargs})
     rows: List[Dict[str, Any]] = []
     eval_seconds = [0.0]
 
