@@ -197,3 +197,14 @@ def test_mdd_adversary_ascends_the_disparity_and_features_descend_it(surf_small)
             for p, g in zip(params, grads):
                 p.add_(1e-3 * g / max(float(g.norm()), 1e-12))
         assert sign * (d1 - d0) > 0, (sign, d0, d1)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in METHODS.items()
+                                        if {"trade_off", "alpha"} & set(c.search_space)))
+def test_constructors_refuse_negative_trade_off(name):
+    weight = "alpha" if "alpha" in METHODS[name].search_space else "trade_off"
+    with pytest.raises(ValueError, match=f"{weight} must be a finite number >= 0"):
+        get_method(name, **{weight: -0.5})
+    with pytest.raises(TypeError, match=weight):
+        get_method(name, **{weight: "1"})
+    assert getattr(get_method(name, **{weight: 0.0}), weight) == 0.0  # 0 switches the term off
