@@ -91,7 +91,10 @@ def get_method(method: MethodSpec, **hparams: Any) -> Method:
         return Composed([(get_method(m[0]), m[1]) if isinstance(m, tuple) else get_method(m) for m in method])
     if not isinstance(method, str) or method not in METHODS:
         if isinstance(method, str) and "+" in method:
-            METHODS[method]  # a composition of known methods that cannot be composed: its own ValueError
+            try:
+                METHODS[method]  # known methods that cannot be composed: its own ValueError
+            except KeyError:
+                pass
         raise ValueError(f"method must be a Method or one of {sorted(METHODS)} (or names joined by '+', e.g. "
                          f"'dann+mcc'), got {method!r}")
     try:
