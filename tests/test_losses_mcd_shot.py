@@ -119,7 +119,8 @@ def test_pseudo_labels_recover_separated_clusters_from_noisy_predictions():
     clustering corrects the rest (the point of SHOT's pseudo-labels)."""
     g = torch.Generator().manual_seed(0)
     truth = torch.arange(3).repeat_interleave(40)
-    features = 5 * torch.eye(3, dtype=torch.float64)[truth] + 0.3 * torch.randn(120, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(120, 3, generator=g, dtype=torch.float64)
+    features = 5 * torch.eye(3, dtype=torch.float64)[truth] + 0.3 * noise
     noisy = truth.clone()
     flip = torch.rand(120, generator=g) < 0.4
     noisy[flip] = (truth[flip] + 1) % 3

@@ -57,7 +57,8 @@ def test_mcd_phase_b_keeps_the_generator_and_phase_c_the_classifiers(optimizer, 
     method = _SpyMCD(num_generator_steps=2)
     trainer = Trainer(model, method, steps=2, batch_size=16, optimizer=optimizer, lr=0.05, progress_bar=False)
     hist = trainer.fit((xs, ys), xt)
-    snaps = method.snapshots + [("end", _state(model.backbone, model.bottleneck), _state(model.head, method.classifier2))]
+    end = ("end", _state(model.backbone, model.bottleneck), _state(model.head, method.classifier2))
+    snaps = method.snapshots + [end]
     assert [s[0] for s in snaps] == ["A", "B", "C1", "C2"] * 2 + ["end"]
     for (name, gen, cls), (_, gen_after, cls_after) in zip(snaps, snaps[1:]):
         if name == "A":  # trains everything

@@ -91,6 +91,13 @@ def cluster_pseudo_labels(features: Tensor, logits: Tensor, rounds: int = 1) -> 
     Raises:
         TypeError: a non-floating input, dtypes differ, or ``rounds`` is not an integer.
         ValueError: shapes do not fit (``(M, F)`` and ``(M, C)``), NaN/inf, or ``rounds < 0``.
+
+    Example::
+
+        >>> f = torch.tensor([[5.0, 0.0], [4.0, 0.5], [0.0, 5.0], [0.5, 4.0]])
+        >>> z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # row 1 mislabelled
+        >>> cluster_pseudo_labels(f, z)
+        tensor([0, 0, 1, 1])
     """
     check_features(features, "features")
     check_logits(logits, "logits")
