@@ -311,14 +311,24 @@ def method_page(name: str) -> str:
            f"`adaptlib.methods.{cls.__name__}` (file `adaptlib/methods/{mod}.py`), "
            f"registry name `{name!r}`. Uses unlabelled target data: **{'yes' if cls.uses_target else 'no'}**; "
            f"uses target labels: **{'yes (few-shot; not comparable with unsupervised methods)' if cls.uses_target_labels else 'no'}**.",
+           *([f"Reads source data: **only in its source phase** (`reads_source`); afterwards the Trainer drops "
+              f"its source stream and the method adapts from target data alone."]
+             if "reads_source" in vars(cls) else []),
            "", "## Algorithm", "",
            f"::: adaptlib.methods.{cls.__name__}",
            "    options:",
            "      show_root_heading: false",
            "      members: false",
-           "", "## Loss terms", "",
-           "The Trainer sums these terms (each already weighted) and does the backward pass; "
-           "`history.train` logs each one:", ""]
+           "", "## Loss terms", ""]
+    from adaptlib.methods import Method
+
+    if cls.phases is not Method.phases:  # a multi-phase step (MCD)
+        out += ["Each step has several phases (see the algorithm above); the Trainer sums the terms of one "
+                "phase (each already weighted) and does that phase's backward pass and optimizer step, then "
+                "moves to the next phase. `history.train` logs each term as `<phase>/<term>`:", ""]
+    else:
+        out += ["The Trainer sums these terms (each already weighted) and does the backward pass; "
+                "`history.train` logs each one:", ""]
     out += [f"- `{t}`" for t in terms]
     if metrics:
         out += ["", "Logged metrics (not optimised): " + ", ".join(f"`{m}`" for m in metrics) + "."]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-
+from .._checks import check_non_negative
 from ..losses import domain_adversarial
 from ..models import AdaptModel, DomainDiscriminator
 from .base import Batch, Method, Progress, StepOutput, dann_warmup
@@ -60,7 +60,7 @@ class DANN(Method):
                  alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.gamma = float(gamma)
         self.hidden_dim = int(hidden_dim)
         self.dropout = float(dropout)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .._checks import check_choice
+from .._checks import check_choice, check_non_negative
 from ..losses import jdot
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
@@ -45,8 +45,8 @@ class DeepJDOT(Method):
                  normalize: bool = True, alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.alpha = float(alpha)
-        self.label_weight = float(label_weight)
+        self.alpha = check_non_negative(alpha, "alpha")
+        self.label_weight = check_non_negative(label_weight, "label_weight")
         self.solver = check_choice(solver, "solver", ("emd", "sinkhorn"))
         self.epsilon = float(epsilon)
         self.normalize = bool(normalize)

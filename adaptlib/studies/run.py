@@ -181,7 +181,8 @@ def execute_run(spec: RunSpec) -> RunResult:
 
     status, error = "ok", ""
     try:
-        trainer.fit((xs, ys), xt if method.uses_target else None, target_labeled=labelled, callback=score,
+        trainer.fit((xs, ys) if method.uses_source else None, xt if method.uses_target else None,
+                    target_labeled=labelled, callback=score,
                     callback_every=spec.checkpoint_every)
     except FloatingPointError as e:
         status, error = "diverged", str(e)
