@@ -68,32 +68,34 @@ class CDAN(Method):
     sample of :math:`\mathcal E(D, G)` by the entropy-aware :math:`w(H(\mathbf g)) = 1 +
     e^{-H(\mathbf g)}`.
 
-    **In adaptlib.** :math:`f` the bottleneck features, :math:`g =
-    \mathrm{sg}(\mathrm{softmax}(h(f)))` (detached, as in the authors' code: the domain loss does
-    not train the classifier through :math:`g`), :math:`\mathbf h = T(f, g)` (the :math:`D \cdot C`
-    values of :math:`f \otimes g`, or the randomized map with fixed Gaussian :math:`R_f, R_g` and
-    :math:`d` = ``randomized_dim`` when :math:`D \cdot C > 4096` or ``randomized=True``),
-    :math:`\lambda_p` DANN's warm-up to :math:`\lambda` = ``trade_off``:
+    **In adaptlib.** :math:`f` the bottleneck features (width :math:`d_f`), :math:`h` the head,
+    :math:`q = \mathrm{sg}(\mathrm{softmax}(h(f)))` the predictions, detached as in the authors'
+    code (the domain loss does not train the classifier through :math:`q`), :math:`\mathbf t = T(f,
+    q)` the conditioning (the :math:`d_f C` values of :math:`f \otimes q`, or the randomized map
+    with fixed Gaussian :math:`R_f, R_g` and :math:`d` = ``randomized_dim`` when :math:`d_f C >
+    4096` or ``randomized=True``), :math:`D` the discriminator and :math:`\lambda_p` DANN's warm-up
+    to :math:`\lambda` = ``trade_off``:
 
     .. math::
         \begin{aligned}
         \texttt{domain} ={}& \tfrac12 \sum_{i=1}^{N} a_i\,
-        \mathrm{softplus}\big({-D(R_{\lambda_p}(\mathbf h^s_i))}\big) \\
-        &+ \tfrac12 \sum_{j=1}^{M} b_j\, \mathrm{softplus}\big(D(R_{\lambda_p}(\mathbf h^t_j))\big),
+        \mathrm{softplus}\big({-D(R_{\lambda_p}(\mathbf t^s_i))}\big) \\
+        &+ \tfrac12 \sum_{j=1}^{M} b_j\, \mathrm{softplus}\big(D(R_{\lambda_p}(\mathbf t^t_j))\big),
         \end{aligned}
 
     (:math:`\mathrm{softplus}(-u) = -\log \sigma(u)`, :math:`\mathrm{softplus}(u) = -\log(1 -
     \sigma(u))`), with :math:`a_i = 1/N`, :math:`b_j = 1/M` for ``cdan``, and for ``cdan-e``
 
     .. math::
-        a_i = \frac{1 + e^{-H(g^s_i)}}{\sum_{i'} \big(1 + e^{-H(g^s_{i'})}\big)}, \qquad
-        b_j = \frac{1 + e^{-H(g^t_j)}}{\sum_{j'} \big(1 + e^{-H(g^t_{j'})}\big)},
+        a_i = \frac{1 + e^{-H(q^s_i)}}{\sum_{i'} \big(1 + e^{-H(q^s_{i'})}\big)}, \qquad
+        b_j = \frac{1 + e^{-H(q^t_j)}}{\sum_{j'} \big(1 + e^{-H(q^t_{j'})}\big)},
 
     normalised per domain as in the authors' code. ``classification`` is the mean source
-    cross-entropy; the Trainer minimises ``classification`` + ``domain`` over :math:`g, h, D`, the
-    reversal giving the features :math:`-\lambda_p` times the gradient of ``domain``. Estimator: the
-    weighted mean over each domain's mini-batch, the two domains averaged (as in ``dann``: the
-    paper's :math:`\lambda` is :math:`\lambda_p / 2` here for the same feature gradient).
+    cross-entropy; the Trainer minimises ``classification`` + ``domain`` over the network and
+    :math:`D`, the reversal giving the features :math:`-\lambda_p` times the gradient of ``domain``.
+    Estimator: the weighted mean over each domain's mini-batch, the two domains averaged (as in
+    ``dann``: the paper's :math:`\lambda` is :math:`\lambda_p / 2` here for the same feature
+    gradient).
     """
 
     name = "cdan"

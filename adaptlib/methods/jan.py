@@ -65,8 +65,8 @@ class JAN(Method):
     trained with a linear-time estimate of :math:`\hat D_{\mathcal L}`.
 
     **In adaptlib.** Two layers: the bottleneck features divided by the differentiable :math:`s`
-    (:math:`s^2 = \frac1{NM} \sum_{i,j} \lVert f^s_i - f^t_j \rVert^2`) and the predictions
-    :math:`\mathrm{softmax}(z)`; :math:`\lambda` = ``trade_off``:
+    (:math:`s^2 = \frac1{NM} \sum_{i,j} \lVert f^s_i - f^t_j \rVert^2`) and the predictions :math:`q
+    = \mathrm{softmax}(z)`; :math:`\lambda` = ``trade_off``:
 
     .. math::
         \begin{aligned}

@@ -40,9 +40,9 @@ class MCC(Method):
     .. math::
         \begin{aligned}
         \hat Y_{ij} &= \frac{\exp(Z_{ij} / T)}{\sum_{j'} \exp(Z_{ij'} / T)}, \qquad
-        H_i = -\sum_{j} \hat Y_{ij} \log \hat Y_{ij}, \\
+        H_i = -\sum_{j} \hat Y_{ij} \log \hat Y_{ij}, \\[4pt]
         W_{ii} &= \frac{B\,(1 + e^{-H_i})}{\sum_{i'=1}^{B} (1 + e^{-H_{i'}})}, \qquad
-        \mathbf C = \hat Y^\top W \hat Y, \\
+        \mathbf C = \hat Y^\top W \hat Y, \\[4pt]
         \tilde{\mathbf C}_{jj'} &= \frac{\mathbf C_{jj'}}{\sum_{j''} \mathbf C_{j''j'}}, \qquad
         L_{\mathrm{MCC}}(\hat Y) = \frac{1}{|\mathcal C|} \sum_{j} \sum_{j' \ne j}
         \tilde{\mathbf C}_{jj'},

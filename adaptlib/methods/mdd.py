@@ -62,8 +62,9 @@ class MDD(Method):
 
     **In adaptlib.** :math:`\psi = g` (backbone and bottleneck), :math:`f = h` (the head), :math:`f'
     = h'` (the method's own linear head) behind a gradient reversal :math:`R_{\lambda_p}` with
-    :math:`\lambda_p` DANN's warm-up to ``max_reversal``; :math:`\hat y = \arg\max h(f)` (no
-    gradient), :math:`\eta` = ``trade_off``, :math:`\gamma` = ``margin``:
+    :math:`\lambda_p` DANN's warm-up to ``max_reversal``; features :math:`f^s_i = g(x^s_i)`,
+    :math:`f^t_j = g(x^t_j)`, :math:`\hat y = \arg\max h(f)` (no gradient), :math:`\eta` =
+    ``trade_off``, :math:`\gamma` = ``margin``:
 
     .. math::
         \begin{aligned}
