@@ -81,7 +81,7 @@ class SHOT(Method):
     prediction-weighted class centroids of the target features, refined by one k-means round (Eqs.
     4-6).
 
-    **In adaptlib.** Source phase (progress :math:`p <` ``source_fraction``): ``classification``,
+    **In adaptlib.** Source phase (training progress below ``source_fraction``): ``classification``,
     the mean source cross-entropy (the paper's label smoothing 0.1 is the Trainer's
     ``label_smoothing``). Target phase, no source data, the head frozen; on the target mini-batch of
     :math:`M` rows with :math:`p_j = \mathrm{softmax}(h(g(x^t_j)))`:
@@ -95,12 +95,12 @@ class SHOT(Method):
 
     the loss terms ``information`` and ``pseudo_label``; :math:`\lambda` = ``trade_off``,
     :math:`\beta` = ``beta``, :math:`H` the entropy in nats. The pseudo-labels of every target row
-    are computed on the whole target set, without gradient, at the first target step and
-    ``refreshes`` times in the target phase (:func:`adaptlib.losses.cluster_pseudo_labels`).
-    Estimator: :math:`\hat p` is the mean prediction of the mini-batch, as in the authors' code, so
-    :math:`H(\bar p)` estimates the diversity of the whole target set with a downward bias (the
-    entropy is concave). Differences: the pseudo-labels are refreshed ``refreshes`` times rather
-    than every epoch.
+    are computed on the whole target set, without gradient, ``refreshes`` times, evenly spaced over
+    the target phase from its first step (:func:`adaptlib.losses.cluster_pseudo_labels`; not at all
+    with :math:`\beta = 0`). Estimator: the paper's :math:`\hat p` is the mean prediction
+    :math:`\bar p` of the mini-batch, as in the authors' code, so :math:`H(\bar p)` estimates the
+    diversity of the whole target set with a downward bias (the entropy is concave). Differences:
+    the network (adaptlib's shared MLP); the number of pseudo-label refreshes, ``refreshes``.
     """
 
     name = "shot"
