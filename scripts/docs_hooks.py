@@ -3,7 +3,9 @@
 At build time it
 
 * generates one page per registered method, ``methods/<name>.md``, from
-  ``adaptlib.methods.METHODS``: the class docstring (through mkdocstrings), the loss terms and
+  ``adaptlib.methods.METHODS``: the method's ``objective`` (the paper's objective and
+  adaptlib's estimator, :func:`objective_section`), the class docstring (through
+  mkdocstrings), the loss terms and
   logged metrics read from the method's ``loss_terms`` source, the defaults and search space
   from ``search_space`` / ``HParam`` and the ``__init__`` signature, the README's numbers for
   the method, and a minimal example (:func:`method_example`, which a test runs);
@@ -128,6 +130,45 @@ def _dist(d) -> str:
     if name == "ScaledGrid":
         return f"`{tuple(d.grid)}` × s, s ~ LogUniform({_fmt(d.low)}, {_fmt(d.high)})"
     return f"`{d!r}`"
+
+
+def _rst_to_markdown(text: str) -> str:
+    """``scripts/docs_rst.py``'s :func:`convert` (the docstrings' reST-to-Markdown rewriting)."""
+    import importlib.util
+
+    module = sys.modules.get("adaptlib_docs_rst")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("adaptlib_docs_rst", Path(__file__).with_name("docs_rst.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        sys.modules["adaptlib_docs_rst"] = module
+    return module.convert(text)
+
+
+def objective_section(name: str) -> str:
+    """The "Objective" section of method ``name``: its ``objective`` class attribute (the paper's
+    objective in the paper's notation, then adaptlib's loss terms and the estimator computed on a
+    mini-batch), reST-flavoured text converted to Markdown (``.. math::`` -> ``$$`` blocks that
+    KaTeX renders).
+
+    Raises:
+        PluginError: the method has no ``objective``, it has no display math, or it does not
+            name one of the loss terms its step returns (as ````term```` in the text): a term
+            added to ``loss_terms`` must be explained here too.
+    """
+    cls = _methods()[name]
+    text = inspect.cleandoc(getattr(cls, "objective", "") or "")
+    if not text:
+        raise PluginError(f"{cls.__name__}.objective is empty: write the method's objective "
+                          "(the paper's and adaptlib's, see adaptlib.methods.Method)")
+    if ".. math::" not in text:
+        raise PluginError(f"{cls.__name__}.objective has no display math (a '.. math::' block)")
+    terms, _ = loss_terms(cls)
+    missing = [t for t in terms if f"``{t}``" not in text]
+    if missing:
+        raise PluginError(f"{cls.__name__}.objective does not name its loss terms {missing} "
+                          "(write each as ``term``)")
+    return _rst_to_markdown(text) + "\n"
 
 
 def method_example(name: str, steps: int = 50) -> str:
@@ -314,7 +355,8 @@ def method_page(name: str) -> str:
            *([f"Reads source data: **only in its source phase** (`reads_source`); afterwards the Trainer drops "
               f"its source stream and the method adapts from target data alone."]
              if "reads_source" in vars(cls) else []),
-           "", "## Algorithm", "",
+           "", "## Objective", "", objective_section(name),
+           "## Algorithm", "",
            f"::: adaptlib.methods.{cls.__name__}",
            "    options:",
            "      show_root_heading: false",

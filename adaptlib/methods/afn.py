@@ -43,6 +43,52 @@ class AFN(Method):
         radius: HAFN's radius ``R`` (25 in the authors' code); unused by SAFN.
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Xu et al., ICCV 2019, Eqs. 4-5). :math:`h(x) = \lVert (G_f \circ G_g)(x) \rVert_2`
+    the feature norm, :math:`L_y` the cross-entropy, :math:`L_d` the distance between two norms.
+    Hard AFN (Eq. 4) pulls each domain's mean norm to a radius :math:`R`:
+
+    .. math::
+        \begin{aligned}
+        C_1 ={}& \frac1{n_s} \sum_{(x_i, y_i) \in D_s} L_y(x_i, y_i) \\
+        &+ \lambda L_d\Big(\frac1{n_s} \sum_{x_i \in D_s} h(x_i), R\Big) \\
+        &+ \lambda L_d\Big(\frac1{n_t} \sum_{x_i \in D_t} h(x_i), R\Big);
+        \end{aligned}
+
+    stepwise AFN (Eq. 5) enlarges every norm by :math:`\Delta r` from its value under the current
+    parameters :math:`\theta_0`:
+
+    .. math::
+        \begin{aligned}
+        C_2 ={}& \frac1{n_s} \sum_{(x_i, y_i) \in D_s} L_y(x_i, y_i) \\
+        &+ \frac{\lambda}{n_s + n_t} \sum_{x_i \in D_s \cup D_t}
+        L_d\big(h(x_i; \theta_0) + \Delta r,\ h(x_i; \theta)\big).
+        \end{aligned}
+
+    **In adaptlib.** :math:`f` the bottleneck features, :math:`\mathrm{sg}` the stop-gradient,
+    :math:`N` source and :math:`M` target rows, :math:`\lambda` = ``trade_off``; SAFN
+    (``variant="stepwise"``, the default):
+
+    .. math::
+        \begin{aligned}
+        \texttt{feature\_norm} ={}& \lambda \big( L(f^s) + L(f^t) \big), \\
+        L(f) ={}& \frac1n \sum_{i=1}^{n} \big( \mathrm{sg}(\lVert f_i \rVert) + \Delta r
+        - \lVert f_i \rVert \big)^2,
+        \end{aligned}
+
+    (the loss term ``feature_norm``; :math:`n` the rows of that batch), and HAFN
+    (``variant="hard"``) :math:`L(f) = \big(\frac1n \sum_i \lVert f_i \rVert - R\big)^2`;
+    ``classification`` is the mean source cross-entropy. Estimator: :math:`L_d` is the squared
+    difference, and the norm term is the sum of the two per-domain batch means, both as in the
+    authors' code (for equal batch sizes twice one mean over the union of the batches). The value of
+    SAFN's :math:`L` is always :math:`\Delta r^2`; its gradient :math:`-2 \Delta r f_i / (n \lVert
+    f_i \rVert)` is what acts. Differences: the norm of the bottleneck features (the paper: of the
+    classifier's hidden layers); default :math:`\lambda` = 0.002: the paper's 0.05 makes the norms
+    grow without bound on this library's networks (see the algorithm below).
+    """
+
     name = "afn"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

@@ -176,6 +176,10 @@ class Method(nn.Module, abc.ABC):
         search_space: name -> :class:`~adaptlib.methods.search_space.HParam` (default and
             search distribution) of each tunable ``__init__`` argument; studies sample from it
             (``adaptlib.studies``). The learning rate is the Trainer's and is declared there.
+        objective: the method's objective in its paper's notation and in adaptlib's: which loss
+            term is which part, and the estimator computed on a mini-batch (reST-flavoured
+            Markdown with ``.. math::`` display blocks; the docs build renders it at the top of
+            the method's page and fails when it is empty or misses a loss term).
 
     Attribute ``alignment`` (``"local"`` or ``"global"``; the alignment methods take it as a
     constructor argument): in multi-process training, whether the alignment loss is computed
@@ -195,6 +199,9 @@ class Method(nn.Module, abc.ABC):
     #: the protocol compares, e.g. ``"Table 2 of Ganin et al. 2016; same 12 tasks, mSDA features"``).
     #: Empty where no published protocol matches. The method pages print it beside adaptlib's numbers.
     paper_results: ClassVar[Mapping[str, Tuple[float, str]]] = {}
+    #: The objective in the paper's notation and in adaptlib's (see the class docstring), as
+    #: reST-flavoured Markdown with ``.. math::`` display blocks. Every registered method sets it.
+    objective: ClassVar[str] = ""
     alignment: str = "local"
     #: Label smoothing of :meth:`classification`, in [0, 1); the Trainer sets it (its ``label_smoothing``).
     label_smoothing: float = 0.0

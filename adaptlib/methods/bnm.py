@@ -29,6 +29,35 @@ class BNM(Method):
         trade_off: weight of the BNM term (the paper's lambda, 1.0).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Cui et al., CVPR 2020, Eq. 9 and its training loss). For the :math:`B \times C`
+    softmax matrix :math:`A` of a batch of target predictions:
+
+    .. math::
+        \begin{aligned}
+        L_{bnm} &= -\frac1B \lVert A \rVert_\star, \\
+        L &= \frac{1}{B_s} \sum_{i=1}^{B_s} L_{cls}\big(G(x^s_i), y^s_i\big) + \lambda L_{bnm},
+        \end{aligned}
+
+    :math:`\lVert A \rVert_\star` the nuclear norm (sum of singular values).
+
+    **In adaptlib.** ``classification`` is the mean source cross-entropy and, on the target
+    mini-batch of :math:`M` rows,
+
+    .. math::
+        \texttt{bnm} = -\frac{\lambda}{M} \sum_{k=1}^{\min(M, C)}
+        \sigma_k\big(\mathrm{softmax}(Z_t)\big),
+
+    (the loss term ``bnm``), :math:`\lambda` = ``trade_off``
+    (:func:`adaptlib.losses.batch_nuclear_norm`, singular values by ``torch.linalg.svdvals``; the
+    gradient is :math:`-U V^\top / M`). Estimator: the batch itself, as in the paper: the nuclear
+    norm is a property of the batch's prediction matrix. Difference: the authors' code divides by
+    :math:`\min(B, C)` instead of :math:`B`, which makes its term :math:`B / \min(B, C)` times
+    stronger at equal :math:`\lambda`.
+    """
+
     name = "bnm"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {"trade_off": HParam(1.0, LogUniform(0.1, 10.0))}

@@ -46,6 +46,58 @@ class CDAN(Method):
         alignment: ``"local"`` (default) or ``"global"`` (``docs/distributed.md``).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Long et al., NeurIPS 2018, Sec. 3). Classifier :math:`G`, features :math:`\mathbf f`
+    and predictions :math:`\mathbf g = G(\mathbf x)`, domain discriminator :math:`D` on the
+    conditioning :math:`\mathbf h = T(\mathbf f, \mathbf g)`:
+
+    .. math::
+        \begin{aligned}
+        &\min_G\ \mathcal E(G) - \lambda\, \mathcal E(D, G), \qquad \min_D\ \mathcal E(D, G), \\
+        &\mathcal E(G) = \mathbb E_{(\mathbf x^s_i, \mathbf y^s_i) \sim \mathcal D_s}
+        L\big(G(\mathbf x^s_i), \mathbf y^s_i\big), \\
+        &\mathcal E(D, G) = -\mathbb E_{\mathbf x^s_i \sim \mathcal D_s} \log D(\mathbf h^s_i) \\
+        &\qquad\quad - \mathbb E_{\mathbf x^t_j \sim \mathcal D_t} \log\big(1 - D(\mathbf h^t_j)\big),
+        \end{aligned}
+
+    with the multilinear map :math:`T_\otimes(\mathbf f, \mathbf g) = \mathbf f \otimes \mathbf g`,
+    or the randomized map :math:`T_\odot(\mathbf f, \mathbf g) = \frac{1}{\sqrt d} (\mathbf R_f
+    \mathbf f) \odot (\mathbf R_g \mathbf g)` when :math:`d_f \times d_g > 4096`. CDAN+E weighs each
+    sample of :math:`\mathcal E(D, G)` by the entropy-aware :math:`w(H(\mathbf g)) = 1 +
+    e^{-H(\mathbf g)}`.
+
+    **In adaptlib.** :math:`f` the bottleneck features (width :math:`d_f`), :math:`h` the head,
+    :math:`q = \mathrm{sg}(\mathrm{softmax}(h(f)))` the predictions, detached as in the authors'
+    code (the domain loss does not train the classifier through :math:`q`), :math:`\mathbf t = T(f,
+    q)` the conditioning (the :math:`d_f C` values of :math:`f \otimes q`, or the randomized map
+    with fixed Gaussian :math:`R_f, R_g` and :math:`d` = ``randomized_dim`` when :math:`d_f C >
+    4096` or ``randomized=True``), :math:`D` the discriminator and :math:`\lambda_p` DANN's warm-up
+    to :math:`\lambda` = ``trade_off``:
+
+    .. math::
+        \begin{aligned}
+        \texttt{domain} ={}& \tfrac12 \sum_{i=1}^{N} a_i\,
+        \mathrm{softplus}\big({-D(R_{\lambda_p}(\mathbf t^s_i))}\big) \\
+        &+ \tfrac12 \sum_{j=1}^{M} b_j\, \mathrm{softplus}\big(D(R_{\lambda_p}(\mathbf t^t_j))\big),
+        \end{aligned}
+
+    (:math:`\mathrm{softplus}(-u) = -\log \sigma(u)`, :math:`\mathrm{softplus}(u) = -\log(1 -
+    \sigma(u))`), with :math:`a_i = 1/N`, :math:`b_j = 1/M` for ``cdan``, and for ``cdan-e``
+
+    .. math::
+        a_i = \frac{1 + e^{-H(q^s_i)}}{\sum_{i'} \big(1 + e^{-H(q^s_{i'})}\big)}, \qquad
+        b_j = \frac{1 + e^{-H(q^t_j)}}{\sum_{j'} \big(1 + e^{-H(q^t_{j'})}\big)},
+
+    normalised per domain as in the authors' code. ``classification`` is the mean source
+    cross-entropy; the Trainer minimises ``classification`` + ``domain`` over the network and
+    :math:`D`, the reversal giving the features :math:`-\lambda_p` times the gradient of ``domain``.
+    Estimator: the weighted mean over each domain's mini-batch, the two domains averaged (as in
+    ``dann``: the paper's :math:`\lambda` is :math:`\lambda_p / 2` here for the same feature
+    gradient).
+    """
+
     name = "cdan"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

@@ -38,6 +38,65 @@ class DAN(Method):
             (``docs/distributed.md``). No effect in a single process.
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Long et al., ICML 2015, Sec. 3). :math:`n_a` labelled source examples, :math:`J` the
+    cross-entropy, :math:`\mathcal D^\ell_s, \mathcal D^\ell_t` the source and target
+    representations of layer :math:`\ell` (fc6-fc8 of AlexNet):
+
+    .. math::
+        \begin{aligned}
+        \min_\Theta\ & \frac1{n_a} \sum_{i=1}^{n_a} J\big(\theta(\mathbf x^a_i), y^a_i\big) \\
+        &+ \lambda \sum_{\ell = l_1}^{l_2} d^2_k\big(\mathcal D^\ell_s, \mathcal D^\ell_t\big),
+        \end{aligned}
+
+    with the multi-kernel MMD of a convex combination of :math:`m` Gaussian kernels
+
+    .. math::
+        \begin{aligned}
+        d^2_k(p, q) &= \big\lVert \mathbf E_p[\phi(\mathbf x^s)]
+        - \mathbf E_q[\phi(\mathbf x^t)] \big\rVert^2_{\mathcal H_k}, \\
+        k &= \textstyle\sum_{u=1}^{m} \beta_u k_u, \quad \beta_u \ge 0,\ \textstyle\sum_u \beta_u = 1,
+        \end{aligned}
+
+    :math:`\beta` chosen by the paper's multi-kernel selection and :math:`d_k^2` estimated by the
+    linear-time unbiased estimate.
+
+    **In adaptlib.** For each adapted layer :math:`\ell` (``layers``: the bottleneck features
+    ``"features"``, optionally the logits ``"logits"``) with :math:`N` source rows
+    :math:`z^\ell_{s,i}` and :math:`M` target rows :math:`z^\ell_{t,j}`:
+
+    .. math::
+        \begin{aligned}
+        \texttt{mmd} &= \lambda\, w(p) \sum_\ell
+        \widehat{\mathrm{MMD}}{}^2_u\big(z^\ell_s / s_\ell,\ z^\ell_t / s_\ell\big), \\
+        s_\ell^2 &= \frac1{NM} \sum_{i, j} \big\lVert z^\ell_{s,i} - z^\ell_{t,j} \big\rVert^2, \\
+        w(p) &= \frac{2}{1 + e^{-10 p}} - 1,
+        \end{aligned}
+
+    the loss term ``mmd`` (:math:`\lambda` = ``trade_off``) beside ``classification``, the mean
+    source cross-entropy. The estimator is the unbiased MK-MMD² (U-statistic) on the batch, for
+    :math:`x = z_s / s`, :math:`y = z_t / s`:
+
+    .. math::
+        \begin{aligned}
+        \widehat{\mathrm{MMD}}{}^2_u ={}& \frac{1}{N(N-1)} \sum_{i \ne i'} k(x_i, x_{i'}) \\
+        &+ \frac{1}{M(M-1)} \sum_{j \ne j'} k(y_j, y_{j'}) \\
+        &- \frac{2}{NM} \sum_{i, j} k(x_i, y_j), \\
+        k(x, y) ={}& \frac1K \sum_{u=1}^{K} \exp\Big(-\frac{\lVert x - y \rVert^2}{2 (m_u h)^2}\Big),
+        \end{aligned}
+
+    :math:`m` = ``multipliers`` (0.25, 0.5, 1, 2, 4), :math:`h` the median of the non-zero pairwise
+    distances of the stacked, scaled batch (the median heuristic), **detached**. The estimate can be
+    negative. Differences from the paper: fixed equal kernel weights :math:`\beta_u = 1/K` instead
+    of the learned ones; the quadratic-time unbiased estimate (``estimator="linear"`` gives the
+    paper's linear-time one); the scale normalisation by the differentiable :math:`s_\ell`
+    (``normalize``: with a detached bandwidth the MMD could otherwise fall by shrinking every
+    feature) and the warm-up :math:`w(p)` (``warmup``) are adaptlib's; ``normalize=False,
+    warmup=False`` give the paper's form.
+    """
+
     name = "dan"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

@@ -37,6 +37,59 @@ class DANN(Method):
             the whole batch; ``docs/distributed.md``). No effect in a single process.
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Ganin et al., JMLR 2016, Sec. 4.2). Feature extractor :math:`G_f(\cdot; \theta_f)`,
+    label predictor :math:`G_y(\cdot; \theta_y)`, domain classifier :math:`G_d(\cdot; \theta_d)`;
+    :math:`n` labelled source and :math:`n'` unlabelled target samples; :math:`\mathcal L_y^i` the
+    cross-entropy of sample :math:`i`, :math:`\mathcal L_d^i` the binary cross-entropy of its
+    domain:
+
+    .. math::
+        \begin{aligned}
+        E(\theta_f, \theta_y, \theta_d) ={}& \frac1n \sum_{i=1}^{n} \mathcal L_y^i(\theta_f, \theta_y) \\
+        &- \lambda \Big( \frac1n \sum_{i=1}^{n} \mathcal L_d^i(\theta_f, \theta_d) \\
+        &\qquad + \frac1{n'} \sum_{i=n+1}^{N} \mathcal L_d^i(\theta_f, \theta_d) \Big),
+        \end{aligned}
+
+    and training seeks the saddle point
+
+    .. math::
+        \begin{aligned}
+        (\hat\theta_f, \hat\theta_y) &= \arg\min_{\theta_f, \theta_y}
+        E(\theta_f, \theta_y, \hat\theta_d), \\
+        \hat\theta_d &= \arg\max_{\theta_d} E(\hat\theta_f, \hat\theta_y, \theta_d),
+        \end{aligned}
+
+    by SGD through a gradient reversal layer :math:`R_\lambda`, with :math:`\lambda_p = 2 / (1 +
+    e^{-10 p}) - 1` (Sec. 5.2.2).
+
+    **In adaptlib.** :math:`f = g(x)` the bottleneck features, :math:`h` the head, :math:`D` the
+    discriminator (``DomainDiscriminator``: two hidden layers of ``hidden_dim``), :math:`N` source
+    and :math:`M` target rows per step, :math:`\ell(u, d) = -d \log \sigma(u) - (1 - d)\log(1 -
+    \sigma(u))` the binary cross-entropy of a logit :math:`u`:
+
+    .. math::
+        \begin{aligned}
+        \texttt{classification} &= \frac1N \sum_{i=1}^{N} \mathrm{CE}\big(h(f^s_i), y^s_i\big), \\
+        \texttt{domain} &= \frac1{2N} \sum_{i=1}^{N} \ell\big(D(R_{\lambda_p}(f^s_i)), 1\big) \\
+        &\ + \frac1{2M} \sum_{j=1}^{M} \ell\big(D(R_{\lambda_p}(f^t_j)), 0\big), \\
+        \lambda_p &= \lambda \Big(\frac{2}{1 + e^{-\gamma p}} - 1\Big),
+        \end{aligned}
+
+    :math:`\lambda` = ``trade_off``, :math:`\gamma` = ``gamma``. The Trainer minimises
+    ``classification`` + ``domain`` over :math:`g, h, D` at once: :math:`D` descends the gradient of
+    ``domain``, the features receive :math:`-\lambda_p` times it through :math:`R_{\lambda_p}` (the
+    saddle point above). Estimator: the mean of each domain's binary cross-entropy over the
+    mini-batch (unbiased for each domain's expected loss), :math:`D` called once on the stacked
+    batch. ``domain`` is half the paper's bracket (the two domain means are averaged, so unequal
+    batch sizes weigh the domains equally); the paper's :math:`\lambda` is therefore
+    :math:`\lambda_p / 2` here for the same feature gradient, and :math:`D` descends the gradient of
+    ``domain`` itself, not scaled by :math:`\lambda_p`. The paper's learning-rate annealing is the
+    Trainer's default schedule.
+    """
+
     name = "dann"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

@@ -29,6 +29,35 @@ class EntropyMinimization(Method):
             original paper tunes it on validation data).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Grandvalet & Bengio, NeurIPS 2004, Sec. 2). Semi-supervised learning by maximising
+    the conditional log-likelihood :math:`L` of the labelled points penalised by the empirical
+    conditional entropy of the class posteriors :math:`g_k` (unlabelled points carry the entropy; a
+    labelled point's posterior is its label):
+
+    .. math::
+        \begin{aligned}
+        C(\theta, \lambda; \mathcal L_n) ={}& L(\theta; \mathcal L_n)
+        - \lambda H_{\mathrm{emp}}(Y | X, Z; \mathcal L_n), \\
+        H_{\mathrm{emp}} ={}& -\frac1n \sum_{i=1}^{n} \sum_{k=1}^{K} g_k(x_i, z_i) \log g_k(x_i, z_i).
+        \end{aligned}
+
+    **In adaptlib.** The unlabelled points are the target domain's. ``classification`` is the mean
+    source cross-entropy and, on the target mini-batch of :math:`M` rows,
+
+    .. math::
+        \texttt{entropy} = \frac{\lambda}{M} \sum_{j=1}^{M} H\big(\mathrm{softmax}(h(f^t_j))\big),
+        \quad H(p) = -\sum_k p_k \log p_k,
+
+    (the loss term ``entropy``), :math:`\lambda` = ``trade_off``, in nats, computed from
+    ``log_softmax`` (finite for any finite logits). The batch mean is an unbiased estimate of the
+    mean target entropy. Differences: the labelled and unlabelled samples come from different
+    domains; the entropy is averaged over the target batch only; :math:`\lambda` is fixed (0.1)
+    rather than chosen on validation data.
+    """
+
     name = "entropy-min"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {"trade_off": HParam(0.1, LogUniform(0.01, 1.0))}

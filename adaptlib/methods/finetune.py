@@ -36,6 +36,45 @@ class FineTune(Method):
         l2sp: weight ``alpha`` of the L2-SP penalty toward the source weights.
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (L2-SP: Li, Grandvalet & Davoine, ICML 2018, Sec. 3). Fine-tune the weights :math:`w`
+    of a network pre-trained to :math:`w^0` on the labelled data of the new task, with the penalty
+
+    .. math::
+        \begin{aligned}
+        &\min_w\ J(w) + \Omega(w), \\
+        &\Omega(w) = \frac{\alpha}{2} \big\lVert w_{\mathcal S} - w^0_{\mathcal S} \big\rVert_2^2
+        + \frac{\beta}{2} \big\lVert w_{\bar{\mathcal S}} \big\rVert_2^2,
+        \end{aligned}
+
+    :math:`J` the empirical risk, :math:`w_{\mathcal S}` the layers shared with the pre-trained
+    network and :math:`w_{\bar{\mathcal S}}` the new ones.
+
+    **In adaptlib.** Two stages in one run, switched at the progress :math:`\rho` =
+    ``source_fraction``; with :math:`N` source rows and a batch of :math:`K` of the few labelled
+    target samples :math:`(x^l_k, y^l_k)`:
+
+    .. math::
+        \begin{aligned}
+        p < \rho:\ & \frac1N \sum_{i=1}^{N} \mathrm{CE}\big(h(g(x^s_i)), y^s_i\big), \\
+        p \ge \rho:\ & \frac1K \sum_{k=1}^{K} \mathrm{CE}\big(h(g(x^l_k)), y^l_k\big) \\
+        & + \frac{\alpha}{2} \lVert w - w_0 \rVert_2^2.
+        \end{aligned}
+
+    * ``classification``: the first line (source stage);
+    * ``target_classification``: the mean cross-entropy of the labelled target batch;
+    * ``l2sp``: the penalty, :math:`\alpha` = ``l2sp`` (returned only when ``l2sp > 0``), :math:`w`
+      the backbone's weights and :math:`w_0` their values at the switch.
+
+    Estimator: each cross-entropy is the mean over its mini-batch (an unbiased estimate of that
+    risk); the penalty is exact. Differences from L2-SP: the "pre-trained" weights are those that
+    the source stage ends with; only the backbone is anchored (the bottleneck and head adapt
+    freely); there is no :math:`\beta` term. ``freeze_backbone=True`` instead freezes the backbone
+    in the second stage (a linear probe on its features).
+    """
+
     name = "finetune"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

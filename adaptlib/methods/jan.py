@@ -41,6 +41,52 @@ class JAN(Method):
         alignment: ``"local"`` (default) or ``"global"`` (``docs/distributed.md``).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Long et al., ICML 2017, Sec. 4). For the activations :math:`\mathbf z^{\ell}` of the
+    layers :math:`\ell \in \mathcal L` (fc7 and the softmax of fc8 in AlexNet), the empirical joint
+    MMD with the product kernel and the JAN objective:
+
+    .. math::
+        \begin{aligned}
+        \hat D_{\mathcal L}(P, Q) ={}& \frac{1}{n_s^2} \sum_{i, j} \prod_{\ell \in \mathcal L}
+        k^\ell\big(\mathbf z^{s\ell}_i, \mathbf z^{s\ell}_j\big) \\
+        &+ \frac{1}{n_t^2} \sum_{i, j} \prod_{\ell \in \mathcal L}
+        k^\ell\big(\mathbf z^{t\ell}_i, \mathbf z^{t\ell}_j\big) \\
+        &- \frac{2}{n_s n_t} \sum_{i, j} \prod_{\ell \in \mathcal L}
+        k^\ell\big(\mathbf z^{s\ell}_i, \mathbf z^{t\ell}_j\big),
+        \end{aligned}
+
+    .. math::
+        \min_f\ \frac1{n_s} \sum_{i=1}^{n_s} J\big(f(\mathbf x^s_i), \mathbf y^s_i\big)
+        + \lambda \hat D_{\mathcal L}(P, Q),
+
+    trained with a linear-time estimate of :math:`\hat D_{\mathcal L}`.
+
+    **In adaptlib.** Two layers: the bottleneck features divided by the differentiable :math:`s`
+    (:math:`s^2 = \frac1{NM} \sum_{i,j} \lVert f^s_i - f^t_j \rVert^2`) and the predictions :math:`q
+    = \mathrm{softmax}(z)`; :math:`\lambda` = ``trade_off``:
+
+    .. math::
+        \begin{aligned}
+        \texttt{jmmd} ={}& \lambda\, w(p)\, \widehat{\mathrm{JMMD}}{}^2_u, \qquad
+        w(p) = \frac{2}{1 + e^{-10 p}} - 1, \\
+        k\big((f, q), (f', q')\big) ={}& k_1(f / s, f' / s)\, k_2(q, q'),
+        \end{aligned}
+
+    (the loss term ``jmmd``) with :math:`k_1` the mean of Gaussians at ``multipliers`` (0.25 ... 4)
+    times the median pairwise distance, :math:`k_2` one Gaussian at the median distance (bandwidths
+    detached), and :math:`\widehat{\mathrm{JMMD}}{}^2_u` the unbiased (U-statistic) estimate on the
+    mini-batch: the display above with the diagonal terms :math:`i = j` of the two within-domain
+    sums left out and :math:`1/n^2` replaced by :math:`1/(n(n-1))` (:func:`adaptlib.losses.jmmd`).
+    It can be negative. ``classification`` is the mean source cross-entropy. Differences: the
+    quadratic-time unbiased estimate (``estimator="linear"``: the paper's linear-time one); the
+    scale normalisation (``normalize``) and the warm-up :math:`w(p)` (``warmup``) are adaptlib's,
+    against the shrinking of the features that a detached bandwidth rewards. The adversarial variant
+    JAN-A is not implemented.
+    """
+
     name = "jan"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

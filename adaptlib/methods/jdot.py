@@ -34,6 +34,53 @@ class DeepJDOT(Method):
             processes (``docs/distributed.md``). No effect in a single process.
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Damodaran et al., ECCV 2018, Sec. 3). Embedding :math:`g`, classifier :math:`f`,
+    couplings :math:`\gamma` with uniform marginals (the set :math:`\Delta`), :math:`L_s`,
+    :math:`L_t` cross-entropies:
+
+    .. math::
+        \begin{aligned}
+        \min_{\gamma \in \Delta, f, g}\ & \frac1{n_s} \sum_{i} L_s\big(y^s_i, f(g(x^s_i))\big) \\
+        &+ \sum_{i, j} \gamma_{ij} \Big( \alpha \big\lVert g(x^s_i) - g(x^t_j) \big\rVert^2 \\
+        &\qquad + \lambda_t\, L_t\big(y^s_i, f(g(x^t_j))\big) \Big),
+        \end{aligned}
+
+    optimised on mini-batches by alternating: :math:`\gamma` by exact optimal transport with
+    :math:`g, f` fixed, then :math:`g, f` by SGD with :math:`\gamma` fixed.
+
+    **In adaptlib.** With :math:`N` source and :math:`M` target rows, features :math:`f^s_i`,
+    :math:`f^t_j`, :math:`\alpha` = ``alpha``, :math:`\lambda_t` = ``label_weight``:
+
+    .. math::
+        \begin{aligned}
+        C_{ij} &= \alpha \frac{\lVert f^s_i - f^t_j \rVert^2}{s^2}
+        + \lambda_t\, \mathrm{CE}\big(h(f^t_j), y^s_i\big), \\
+        P &= \arg\min_{P \in \Pi(\mathbf 1_N / N,\, \mathbf 1_M / M)}
+        \big\langle P, \mathrm{sg}(C) \big\rangle, \\
+        s^2 &= \frac1{NM} \sum_{i, j} \lVert f^s_i - f^t_j \rVert^2,
+        \end{aligned}
+
+    :math:`\mathrm{sg}` stopping the gradient. The loss terms, with :math:`P` held fixed:
+
+    .. math::
+        \begin{aligned}
+        \texttt{jdot\_feature} &= \alpha \sum_{i,j} P_{ij} \frac{\lVert f^s_i - f^t_j \rVert^2}{s^2}, \\
+        \texttt{jdot\_label} &= \lambda_t \sum_{i,j} P_{ij}\, \mathrm{CE}\big(h(f^t_j), y^s_i\big),
+        \end{aligned}
+
+    ``jdot_feature`` and ``jdot_label`` above and ``classification``, the mean source cross-entropy.
+    Estimator: the exact OT plan between the two mini-batches (``solver="emd"``: POT's network
+    simplex on a float64 copy of the detached cost; ``"sinkhorn"``: an entropic plan with
+    ``epsilon`` in cost units), the gradient taken with the plan held fixed (one alternating step
+    per batch, as in the paper). As in the paper, this is the OT cost between two batches, not an
+    estimate of the OT between the whole domains. Difference: the feature cost is divided by the
+    differentiable :math:`s^2` (``normalize=True``; :math:`s = 1` is the paper's form), which makes
+    :math:`\alpha` scale-free and removes the gain of shrinking every feature.
+    """
+
     name = "deepjdot"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

@@ -31,6 +31,43 @@ class MCC(Method):
         temperature: the rescaling temperature ``T`` (2.5 in the paper).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Jin et al., ECCV 2020, Eqs. 1-6). For a batch of :math:`B` target logits :math:`Z`
+    and :math:`|\mathcal C|` classes, with temperature :math:`T`:
+
+    .. math::
+        \begin{aligned}
+        \hat Y_{ij} &= \frac{\exp(Z_{ij} / T)}{\sum_{j'} \exp(Z_{ij'} / T)}, \qquad
+        H_i = -\sum_{j} \hat Y_{ij} \log \hat Y_{ij}, \\[4pt]
+        W_{ii} &= \frac{B\,(1 + e^{-H_i})}{\sum_{i'=1}^{B} (1 + e^{-H_{i'}})}, \qquad
+        \mathbf C = \hat Y^\top W \hat Y, \\[4pt]
+        \tilde{\mathbf C}_{jj'} &= \frac{\mathbf C_{jj'}}{\sum_{j''} \mathbf C_{j''j'}}, \qquad
+        L_{\mathrm{MCC}}(\hat Y) = \frac{1}{|\mathcal C|} \sum_{j} \sum_{j' \ne j}
+        \tilde{\mathbf C}_{jj'},
+        \end{aligned}
+
+    added to the source classification risk:
+
+    .. math::
+        \min_F\ \mathbb E_{(x_s, y_s)} L_{\mathrm{CE}}\big(F(x_s), y_s\big)
+        + \lambda\, L_{\mathrm{MCC}}(\hat Y_t).
+
+    **In adaptlib.** ``classification`` is the mean source cross-entropy and
+
+    .. math::
+        \texttt{mcc} = \lambda\, L_{\mathrm{MCC}}\big(h(f^t_1), \dots, h(f^t_M)\big),
+
+    (the loss term ``mcc``), :math:`\lambda` = ``trade_off``, :math:`T` = ``temperature``, computed
+    on the target mini-batch itself (:math:`B = M`): the loss is defined on a batch, so the batch is
+    the estimator (:func:`adaptlib.losses.minimum_class_confusion`). The weights :math:`W` are
+    detached, as in the authors' code (they decide how much each sample counts; gradients flow
+    through :math:`\hat Y`). Since :math:`\mathbf C` is symmetric, normalising rows (the authors'
+    code) or columns gives the same value, :math:`1 - \mathrm{tr}(\tilde{\mathbf C}) / |\mathcal
+    C|`.
+    """
+
     name = "mcc"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

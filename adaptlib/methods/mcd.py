@@ -55,6 +55,48 @@ class MCD(Method):
             its digit experiments and the authors' code default).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Saito et al., CVPR 2018, Sec. 3, Eq. 1 and steps A-C). Generator :math:`G`,
+    classifiers :math:`F_1, F_2` with class probabilities :math:`p_1, p_2`, :math:`K` classes:
+
+    .. math::
+        \begin{aligned}
+        d(p_1, p_2) &= \frac1K \sum_{k=1}^{K} \lvert p_{1k} - p_{2k} \rvert, \\
+        \mathcal L_{\mathrm{adv}}(X_t) &= \mathbb E_{\mathbf x_t \sim X_t}\,
+        d\big(p_1(\mathbf y | \mathbf x_t), p_2(\mathbf y | \mathbf x_t)\big),
+        \end{aligned}
+
+    with :math:`\mathcal L(X_s, Y_s)` the sum of the two classifiers' source cross-entropies, each
+    step alternates
+
+    .. math::
+        \begin{aligned}
+        \text{A:}\quad & \min_{G, F_1, F_2}\ \mathcal L(X_s, Y_s), \\
+        \text{B:}\quad & \min_{F_1, F_2}\ \mathcal L(X_s, Y_s) - \mathcal L_{\mathrm{adv}}(X_t), \\
+        \text{C:}\quad & \min_{G}\ \mathcal L_{\mathrm{adv}}(X_t) \quad (n \text{ times}).
+        \end{aligned}
+
+    **In adaptlib.** :math:`G` = backbone and bottleneck, :math:`F_1` = the model's head,
+    :math:`F_2` = the method's second linear head, :math:`\lambda` = ``trade_off`` (1 in the paper),
+    :math:`n` = ``num_generator_steps``; on one source batch (:math:`N` rows) and one target batch
+    (:math:`M` rows), with the mini-batch discrepancy
+
+    .. math::
+        \hat d = \frac1M \sum_{j=1}^{M} \frac1C \sum_{c=1}^{C}
+        \big\lvert \mathrm{softmax}(F_1(G(x^t_j)))_c - \mathrm{softmax}(F_2(G(x^t_j)))_c \big\rvert,
+
+    phase A returns ``classification`` and ``classification_2`` (the mean source cross-entropies of
+    :math:`F_1` and :math:`F_2`); phase B the same two and ``discrepancy`` :math:`= -\lambda \hat d`
+    with :math:`G` frozen; phases C1 ... Cn ``discrepancy`` :math:`= \lambda \hat d` with both
+    classifiers frozen. Each phase is one backward pass and one optimizer step of the Trainer,
+    logged as ``A/classification``, ``B/discrepancy``, ``C1/discrepancy``...; the batch is the same
+    for every phase, each later phase sees the parameters the earlier ones updated. Estimator: batch
+    means of the expectations. A frozen part runs in eval mode during its phase (the authors' code
+    keeps :math:`G` in train mode in step B).
+    """
+
     name = "mcd"
     composable = False  # three optimizer steps per training step: not one sum of terms
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.

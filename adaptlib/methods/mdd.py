@@ -40,6 +40,50 @@ class MDD(Method):
         gamma: steepness of the reversal warm-up (10, DANN's).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Zhang et al., ICML 2019, Sec. 5). Feature extractor :math:`\psi`, classifier
+    :math:`f`, adversarial classifier :math:`f'`, margin factor :math:`\gamma`, :math:`\sigma` the
+    softmax, :math:`h_f(x) = \arg\max_y f(x)_y`:
+
+    .. math::
+        \begin{aligned}
+        &\min_{f, \psi}\ \mathcal E(\hat P) + \eta\, D_\gamma(\hat P, \hat Q), \qquad
+        \max_{f'}\ D_\gamma(\hat P, \hat Q), \\
+        &\mathcal E(\hat P) = \mathbb E_{(x^s, y^s) \sim \hat P}\, L\big(f(\psi(x^s)), y^s\big), \\
+        &D_\gamma(\hat P, \hat Q) = \mathbb E_{x^t \sim \hat Q}\,
+        L'\big(f'(\psi(x^t)), f(\psi(x^t))\big) \\
+        &\qquad - \gamma\, \mathbb E_{x^s \sim \hat P}\, L\big(f'(\psi(x^s)), f(\psi(x^s))\big),
+        \end{aligned}
+
+    with :math:`L(f(\psi(x)), y) = -\log \sigma_y(f(\psi(x)))` and :math:`L'(f'(\psi(x)),
+    f(\psi(x))) = \log\big(1 - \sigma_{h_f(\psi(x))}(f'(\psi(x)))\big)`.
+
+    **In adaptlib.** :math:`\psi = g` (backbone and bottleneck), :math:`f = h` (the head), :math:`f'
+    = h'` (the method's own linear head) behind a gradient reversal :math:`R_{\lambda_p}` with
+    :math:`\lambda_p` DANN's warm-up to ``max_reversal``; features :math:`f^s_i = g(x^s_i)`,
+    :math:`f^t_j = g(x^t_j)`, :math:`\hat y = \arg\max h(f)` (no gradient), :math:`\eta` =
+    ``trade_off``, :math:`\gamma` = ``margin``:
+
+    .. math::
+        \begin{aligned}
+        \hat D_\gamma ={}& \frac1M \sum_{j}
+        \log\big(1 - \sigma(h'(R_{\lambda_p}(f^t_j)))_{\hat y^t_j}\big) \\
+        &- \frac{\gamma}{N} \sum_{i} \mathrm{CE}\big(h'(R_{\lambda_p}(f^s_i)), \hat y^s_i\big), \\
+        \texttt{disparity} ={}& -\eta\, \hat D_\gamma,
+        \end{aligned}
+
+    and ``classification`` the mean source cross-entropy of :math:`h`. The Trainer minimises
+    ``classification`` + ``disparity``: :math:`h'` maximises :math:`\hat D_\gamma` (agrees with
+    :math:`h` on the source batch, disagrees on the target batch); through the reversal the features
+    descend :math:`\lambda_p \eta \hat D_\gamma`; :math:`h` is trained by the source loss only.
+    Estimator: batch means of the two expectations; :math:`\log(1 - \sigma_y)` is computed exactly
+    as :math:`\mathrm{logsumexp}_{c \ne y} z_c - \mathrm{logsumexp}_c z_c`. Difference: the
+    features' adversarial gradient is scaled by :math:`\lambda_p \le` ``max_reversal`` = 0.1, as in
+    the authors' code and TLlib, rather than by :math:`\eta` alone.
+    """
+
     name = "mdd"
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
     search_space = {

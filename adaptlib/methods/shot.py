@@ -59,6 +59,50 @@ class SHOT(Method):
         rounds: k-means rounds of the pseudo-labelling (1 in the paper).
     """
 
+    #: The objective in the paper's notation and in adaptlib's: loss terms and the mini-batch
+    #: estimator (rendered at the top of the method's docs page; see ``Method.objective``).
+    objective = r"""
+    **Paper** (Liang et al., ICML 2020, Eqs. 2-6). Source model :math:`f_s = h_s \circ g_s` trained
+    with label smoothing; target model :math:`f_t = h_t \circ g_t` with the hypothesis :math:`h_t =
+    h_s` frozen, :math:`\delta` the softmax, :math:`K` classes:
+
+    .. math::
+        \begin{aligned}
+        \mathcal L_{\mathrm{ent}} &= -\mathbb E_{x_t \in \mathcal X_t} \sum_{k=1}^{K}
+        \delta_k(f_t(x_t)) \log \delta_k(f_t(x_t)), \\
+        \mathcal L_{\mathrm{div}} &= \sum_{k=1}^{K} \hat p_k \log \hat p_k, \qquad
+        \hat p = \mathbb E_{x_t \in \mathcal X_t} \big[\delta(f_t(x_t))\big], \\
+        \mathcal L(g_t) &= \mathcal L_{\mathrm{ent}} + \mathcal L_{\mathrm{div}} \\
+        &\quad - \beta\, \mathbb E_{(x_t, \hat y_t)} \sum_{k=1}^{K}
+        \mathbb 1_{[k = \hat y_t]} \log \delta_k(f_t(x_t)),
+        \end{aligned}
+
+    the pseudo-labels :math:`\hat y_t` being the nearest centroid (cosine distance) of the
+    prediction-weighted class centroids of the target features, refined by one k-means round (Eqs.
+    4-6).
+
+    **In adaptlib.** Source phase (training progress below ``source_fraction``): ``classification``,
+    the mean source cross-entropy (the paper's label smoothing 0.1 is the Trainer's
+    ``label_smoothing``). Target phase, no source data, the head frozen; on the target mini-batch of
+    :math:`M` rows with :math:`p_j = \mathrm{softmax}(h(g(x^t_j)))`:
+
+    .. math::
+        \begin{aligned}
+        \texttt{information} ={}& \lambda \Big( \frac1M \sum_{j} H(p_j) - H(\bar p) \Big),
+        \quad \bar p = \frac1M \sum_j p_j, \\
+        \texttt{pseudo\_label} ={}& \frac{\beta}{M} \sum_{j} \mathrm{CE}\big(h(g(x^t_j)), \hat y_j\big),
+        \end{aligned}
+
+    the loss terms ``information`` and ``pseudo_label``; :math:`\lambda` = ``trade_off``,
+    :math:`\beta` = ``beta``, :math:`H` the entropy in nats. The pseudo-labels of every target row
+    are computed on the whole target set, without gradient, ``refreshes`` times, evenly spaced over
+    the target phase from its first step (:func:`adaptlib.losses.cluster_pseudo_labels`; not at all
+    with :math:`\beta = 0`). Estimator: the paper's :math:`\hat p` is the mean prediction
+    :math:`\bar p` of the mini-batch, as in the authors' code, so :math:`H(\bar p)` estimates the
+    diversity of the whole target set with a downward bias (the entropy is concave). Differences:
+    the network (adaptlib's shared MLP); the number of pseudo-label refreshes, ``refreshes``.
+    """
+
     name = "shot"
     composable = False  # two stages, the second without source data: not a sum of terms
     #: Tunable hyper-parameters: default (= the __init__ default) and search distribution.
