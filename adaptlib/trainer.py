@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import _checkpoint
 from . import distributed as _dist
+from ._precision import MixedPrecision, check_device
 from ._checks import check_choice, check_positive, skip_value_checks
 from ._history import History, _LogSums, lr_factor
 from ._streams import DatasetStream, TensorStream
@@ -74,6 +75,7 @@ class Trainer:
             module initialisation) and the data streams' generators. Build the model after
             ``torch.manual_seed`` for fully seeded runs; the same seed then gives the same result.
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or ``None`` for CUDA when available.
+            A device this machine lacks is a ``ValueError`` at construction.
         eval_every: evaluate the eval sets every this many steps (always at the end).
         log_every: average and record the loss terms every this many steps.
         progress_bar: show a tqdm bar; ``None`` shows it when stderr is a terminal.
@@ -94,6 +96,10 @@ class Trainer:
             never touch torch's setting. :meth:`fit` sets the count with
             ``torch.set_num_threads`` (a process-wide setting) when it starts and restores the
             previous count when it returns or raises.
+        precision: ``"32"`` (default), ``"bf16"`` or ``"fp16"``: the method's forward pass runs
+            under ``torch.autocast``, weights, gradients and the losses' distances stay float32,
+            ``"fp16"`` scales the loss; evaluation runs in float32. See
+            :class:`adaptlib._precision.MixedPrecision` (``ValueError`` for a pair a device cannot run).
 
     Batches: each data stream draws batches of ``min(batch size, N)`` rows from its ``N``
     rows, a fresh permutation every epoch, without replacement, and drops the incomplete last
@@ -189,6 +195,7 @@ class Trainer:
         checkpoint_every: Optional[int] = None,
         max_grad_norm: Optional[float] = None,
         num_threads: Union[int, str, None] = "auto",
+        precision: Union[str, int] = "32",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (an AdaptModel), got {type(model).__name__}")
@@ -221,9 +228,9 @@ class Trainer:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
         self.seed = int(seed)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = check_device(device)
+        self.amp = MixedPrecision(precision, self.device)  # adaptlib/_precision.py
+        self.precision = self.amp.precision
         self.eval_every = eval_every
         self.log_every = log_every
         self.progress_bar = progress_bar
@@ -287,7 +294,8 @@ class Trainer:
                 "log_every": self.log_every, "eval_every": self.eval_every, "world_size": _dist.world_size(),
                 "max_grad_norm": self.max_grad_norm,
                 # only when used, so checkpoints written before the option existed still load
-                **({"label_smoothing": self.label_smoothing} if self.label_smoothing else {})}
+                **({"label_smoothing": self.label_smoothing} if self.label_smoothing else {}),
+                **({"precision": self.precision} if self.precision != "32" else {})}
 
     def checkpoint_path(self) -> Optional[Path]:
         """The file :meth:`fit` writes in ``checkpoint_dir`` and ``resume=True`` reads: ``last.pt``
@@ -500,7 +508,7 @@ class Trainer:
             target=UnlabeledBatch(streams["target"].next()[0]) if "target" in streams else None,
             target_labeled=LabeledBatch(*streams["target_labeled"].next()) if "target_labeled" in streams else None,
         )
-        with skip_value_checks():  # inputs were checked once; the loss is checked below
+        with skip_value_checks(), self.amp.autocast():  # inputs were checked once; the loss is checked below
             out = method.loss_terms(self.model, batch, progress)
         if not out.losses:
             raise ValueError(f"method {method.name!r} returned no loss terms at step {step}")
@@ -517,14 +525,15 @@ class Trainer:
             bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
             raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
         optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        loss.backward()
+        self.amp.backward(loss)  # scaled under fp16
         if multi_process:
             _dist.average_gradients(params)
         for p in frozen_params:
             p.grad = None  # no update, weight decay or momentum for a frozen part
         if self.max_grad_norm is not None:
+            self.amp.unscale_(optimizer)  # type: ignore[arg-type]
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        optimizer.step()  # type: ignore[union-attr]
+        self.amp.step(optimizer)  # type: ignore[arg-type]
         return out, loss, values
 
     @staticmethod
