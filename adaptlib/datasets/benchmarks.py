@@ -20,6 +20,7 @@ from . import amazon_reviews, office_caltech
 from ._files import BENCHMARK_FILES, Domain, PathLike
 from .amazon_reviews import load_amazon_reviews
 from .digits import load_mnist_usps_jda
+from .folders import FOLDER_PREFIX, folder_benchmark
 from .office_caltech import load_office_caltech10_surf
 
 __all__ = ["TransferTask", "Benchmark", "BENCHMARKS", "get_benchmark"]
@@ -266,11 +267,17 @@ BENCHMARKS: Dict[str, Benchmark] = {
 
 
 def get_benchmark(name: str) -> Benchmark:
-    """Return the :class:`Benchmark` called ``name`` (a key of :data:`BENCHMARKS`).
+    """Return the :class:`Benchmark` called ``name``: a key of :data:`BENCHMARKS`, or the user's own
+    domains in a folder, ``"folder:<path>[?options]"`` (:func:`adaptlib.datasets.folders.folder_benchmark`).
 
     Raises:
-        ValueError: unknown ``name``; the message lists the known benchmarks.
+        ValueError: unknown ``name`` (the message lists the known benchmarks), or a folder that
+            cannot be read as domains (as :func:`~adaptlib.datasets.folders.load_folder_domains`).
+        FileNotFoundError: ``"folder:<path>"`` with no folder at ``path``.
     """
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        return folder_benchmark(name)
     if not isinstance(name, str) or name not in BENCHMARKS:
-        raise ValueError(f"benchmark name must be one of {sorted(BENCHMARKS)}, got {name!r}")
+        raise ValueError(f"benchmark name must be one of {sorted(BENCHMARKS)}, or 'folder:<path>' for your own "
+                         f"domains, got {name!r}")
     return BENCHMARKS[name]
