@@ -27,9 +27,9 @@ from ._files import (
     fetch,
 )
 from .amazon_reviews import load_amazon_reviews
-from .benchmarks import BENCHMARKS, Benchmark, TransferTask, get_benchmark
+from .benchmarks import BENCHMARKS, Benchmark, TransferTask, folder_benchmark, get_benchmark
 from .digits import load_mnist_usps_jda
-from .folders import folder_benchmark, folder_spec, load_folder_domains
+from .folders import folder_spec, load_folder_domains
 from .office_caltech import load_office_caltech10_surf
 
 __all__ = [

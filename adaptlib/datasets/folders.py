@@ -26,10 +26,10 @@ lacks it. ``standardize="domain"`` z-scores each feature within each domain (pop
 constant features left at 0), the per-domain preprocessing of the GFK/JDA SURF protocol;
 ``"none"`` (default) keeps the values as stored.
 
-The tasks are all ordered pairs of distinct domains, ``"<source>-><target>"``, under the
-transductive protocol of the built-in benchmarks (Gong et al., CVPR 2012): all labelled source
-samples, all target samples used unlabelled for adaptation, and accuracy on all target
-samples. Every domain therefore needs its labels (the target's only for scoring).
+The benchmark (:func:`adaptlib.datasets.benchmarks.folder_benchmark`): the tasks are all
+ordered pairs of distinct domains, ``"<source>-><target>"``, under the transductive protocol
+of the built-in benchmarks (Gong et al., CVPR 2012): all labelled source samples, all target
+samples used unlabelled for adaptation, and accuracy on all target samples. Every domain therefore needs its labels (the target's only for scoring).
 
 A benchmark is named by a *spec* string, ``"folder:<path>"``, optionally followed by
 ``?format=csv&label_column=y&image_size=32&image_mode=L&standardize=domain``; this is the
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import os
 import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -51,7 +50,7 @@ import torch
 from ._files import Domain, PathLike
 
 __all__ = ["FOLDER_PREFIX", "FOLDER_FORMATS", "IMAGE_EXTENSIONS", "folder_spec", "parse_folder_spec",
-           "load_folder_domains", "folder_benchmark"]
+           "load_folder_domains"]
 
 #: The prefix of a folder benchmark's name.
 FOLDER_PREFIX = "folder:"
@@ -259,7 +258,8 @@ def _load_cached(root: str, stamp: Tuple[Tuple[str, float], ...], format: str, l
     dims = {name: x.shape[1] for name, (x, _) in raw.items()}
     if len(set(dims.values())) != 1:
         raise ValueError(f"{path}: the domains have different feature dimensions {dims}; every domain needs the "
-                         f"same features" + (" (give image_size= to resize images to one size)" if fmt == "images" else ""))
+                         f"same features" + (" (give image_size= to resize images to one size)"
+                                             if fmt == "images" else ""))
     from ..labels import encode_labels
 
     values: List[Any] = []
@@ -315,45 +315,3 @@ def load_folder_domains(path: PathLike, *, format: str = "auto", label_column: s
     _, classes, arrays = _load_cached(str(root), stamp, format, label_column, image_size, image_mode, standardize)
     return {name: Domain(name, torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), classes)
             for name, (x, y) in arrays.items()}
-
-
-def folder_benchmark(spec: str):
-    """The :class:`~adaptlib.datasets.Benchmark` named by a ``"folder:<path>[?options]"`` spec.
-
-    Its tasks are every ordered pair of the folder's domains (``"a->b"``, in name order), under
-    the transductive protocol (module docstring); ``files`` lists the folder's files relative to
-    it. Reading the spec reads the files once (to count the classes and features).
-
-    Raises:
-        ValueError, FileNotFoundError, ImportError: as :func:`parse_folder_spec` and
-            :func:`load_folder_domains`.
-    """
-    from .benchmarks import Benchmark
-
-    path, options = parse_folder_spec(spec)
-    domains = load_folder_domains(path, **options)
-    names = list(domains)
-    tasks = tuple(f"{s}->{t}" for s in names for t in names if s != t)
-    first = next(iter(domains.values()))
-    root = path.expanduser().resolve()
-    lower = {t.lower(): t for t in tasks}
-
-    def resolve(task: str) -> Optional[str]:
-        key = task.replace("→", "->").replace(" ", "")
-        return key if key in tasks else lower.get(key.lower())
-
-    def build(task: str, root_arg: Any, download: bool, **extra: Any):
-        if extra:
-            raise TypeError(f"folder benchmarks take no loader options, got {sorted(extra)}; put them in the "
-                            f"spec, e.g. 'folder:<path>?standardize=domain'")
-        doms = load_folder_domains(path, **options)
-        s, t = task.split("->")
-        target = doms[t]
-        return doms[s], target, Domain(target.name, target.x.clone(), target.y.clone(), target.classes)
-
-    files = tuple(sorted(os.path.relpath(p, root) for p in root.rglob("*") if p.is_file()))
-    return Benchmark(
-        name=spec, tasks=tasks, num_classes=first.num_classes, input_dim=first.input_dim, files=files,
-        protocol=("The user's own domains (adaptlib.datasets.folders): all labelled source samples; all target "
-                  "samples are used (unlabelled) for adaptation and for the reported accuracy."),
-        citation="", _resolve=resolve, _build=build)

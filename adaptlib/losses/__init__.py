@@ -27,8 +27,9 @@ bfloat16 inputs (e.g. under ``torch.autocast``): they compute and return float32
 gradients come back in the input dtype. JDOT rejects half precision with a ``TypeError``
 (the DeepJDOT method casts to float32 under autocast); :func:`domain_adversarial` (CDAN's
 loss too) and :func:`entropy` compute half-precision logits in float32;
-:func:`gradient_reversal` and the CDAN maps compute in the input dtype; MCC, BNM, the feature norms and MDD compute half precision in
-float32 (float32 and float64 in their own dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
+:func:`gradient_reversal` and the CDAN maps compute in the input dtype; MCC, BNM, the
+feature norms and MDD compute half precision in float32 (float32 and float64 in their own
+dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
 
 ``mmd``, ``jmmd``, ``sinkhorn`` and ``sinkhorn_divergence`` run along one of three
 computation paths (``path="dense"``, ``"tiled"`` or ``"triton"``; ``"auto"`` by default),
