@@ -130,3 +130,25 @@ def check_positive(value: float, name: str) -> float:
     if not (v > 0 and v < float("inf")):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     return v
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """Check that a loss weight (a method's ``trade_off``) is a finite number ``>= 0``; return it as a float.
+
+    0 switches the term off; a negative weight would turn the minimised term into a maximised
+    one (DANN's features would then help the discriminator), so it is refused.
+
+    Raises:
+        TypeError: ``value`` is not a real number (``bool`` and strings included).
+        ValueError: ``value`` is negative, NaN or infinite.
+    """
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a non-negative number, got {value!r}") from None
+    if not (0.0 <= v < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0 (0 switches the term off; a negative weight would "
+                         f"maximise the term instead of minimising it), got {value!r}")
+    return v

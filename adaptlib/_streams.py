@@ -29,6 +29,9 @@ class _Epochs:
         self._perm: Optional[Tensor] = None  # CPU int64 permutation of the current epoch
         self._pos = 0
         self.epoch = 0
+        #: ``(batch_size,)`` int64 row indices of the last batch :meth:`next` returned, into the data
+        #: (on the data's device for tensors, on the CPU for a ``Dataset``); ``None`` before the first batch.
+        self.last_index: Optional[Tensor] = None
 
     def _new_epoch(self) -> None:
         self._perm = torch.randperm(self.n, generator=self.generator)
@@ -79,6 +82,7 @@ class TensorStream(_Epochs):
             self._device_perm = self._perm.to(self.tensors[0].device)  # type: ignore[union-attr]
         idx = self._device_perm[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
+        self.last_index = idx
         return tuple(t[idx] for t in self.tensors)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -144,6 +148,7 @@ class DatasetStream(_Epochs):
             self._loader_generator.manual_seed((self._seed * 1000003 + self.epoch) % (2 ** 63))
             self._it = iter(self.loader)
         item = next(self._it)
+        self.last_index = self._perm[self._pos:self._pos + self.batch_size]  # type: ignore[index]
         self._pos += self.batch_size
         fields = item if isinstance(item, (tuple, list)) else (item,)
         if len(fields) < self.keep:

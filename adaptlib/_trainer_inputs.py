@@ -225,7 +225,7 @@ def _check_sizes(data: Mapping[str, Tuple[Any, ...]], batch_size: int, model: nn
     return True
 
 
-def _prepare_data(trainer: Any, source: LabeledData, target: Optional[UnlabeledData],
+def _prepare_data(trainer: Any, source: Optional[LabeledData], target: Optional[UnlabeledData],
                   target_labeled: Optional[LabeledData], eval_sets: Optional[Mapping[str, LabeledData]],
                   resume: Union[bool, str, os.PathLike]):
     """:meth:`Trainer.fit`'s set-up of the data, before anything is seeded or trained: the checkpoint to
@@ -247,14 +247,21 @@ def _prepare_data(trainer: Any, source: LabeledData, target: Optional[UnlabeledD
         raise ValueError(f"method {method.name!r} trains on labelled target samples: pass target_labeled=")
     if not method.uses_target_labels and target_labeled is not None:
         raise ValueError(f"method {method.name!r} is unsupervised on the target: it must not get target_labeled")
-    src_kind, src = _as_labeled(source, "source", num_classes, dtype)
-    if src_kind == "tensor" and num_classes is not None:
-        missing = sorted(set(range(num_classes)) - set(torch.unique(src[1]).tolist()))
-        if missing:
-            warnings.warn(f"source labels never take the values {missing} of the model's {num_classes} classes "
-                          f"0..{num_classes - 1}; if the labels are 1-based or have gaps, map them with "
-                          "adaptlib.encode_labels and set num_classes=len(classes)", UserWarning, stacklevel=3)
-    data = {"source": (src_kind, src, trainer.batch_size, "batch_size", 1, 2)}
+    if method.uses_source and source is None:
+        raise ValueError(f"method {method.name!r} trains on labelled source data: pass source=(x, y)")
+    if not method.uses_source and source is not None:
+        raise ValueError(f"method {method.name!r} adapts without source data (source-free: train the model on the "
+                         "source first, e.g. with 'source-only'); it must not get source: pass source=None")
+    data = {}
+    if source is not None:
+        src_kind, src = _as_labeled(source, "source", num_classes, dtype)
+        if src_kind == "tensor" and num_classes is not None:
+            missing = sorted(set(range(num_classes)) - set(torch.unique(src[1]).tolist()))
+            if missing:
+                warnings.warn(f"source labels never take the values {missing} of the model's {num_classes} classes "
+                              f"0..{num_classes - 1}; if the labels are 1-based or have gaps, map them with "
+                              "adaptlib.encode_labels and set num_classes=len(classes)", UserWarning, stacklevel=3)
+        data["source"] = (src_kind, src, trainer.batch_size, "batch_size", 1, 2)
     if method.uses_target:
         kind, tgt = _as_unlabeled(target, "target", dtype)
         data["target"] = (kind, tgt, trainer.target_batch_size, "target_batch_size", 2, 1)

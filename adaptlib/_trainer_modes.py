@@ -3,7 +3,7 @@ frozen modules, and the hooks that let batch-norm layers in train mode take one-
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -22,6 +22,31 @@ def _restore_modes(modes: Modes, frozen: Tuple[nn.Module, ...] = ()) -> None:
         module.training = training
     for module in frozen:
         module.eval()
+
+
+class Frozen:
+    """The modules frozen now (a method's :meth:`frozen_modules` plus the current phase's), over ``modes``.
+
+    :meth:`set` changes the modes only when the frozen set changes (once per phase switch for a
+    multi-phase step, rarely otherwise); :attr:`params` are the parameters whose gradients the
+    Trainer drops before the optimizer step; :meth:`restore` gives every module its recorded mode
+    with the frozen ones in eval mode (after an evaluation or a callback).
+    """
+
+    def __init__(self, modes: Modes) -> None:
+        self.modes = modes
+        self.modules: Tuple[nn.Module, ...] = ()
+        self.params: List[Tensor] = []
+
+    def set(self, modules: Sequence[nn.Module]) -> None:
+        modules = tuple(modules)
+        if len(modules) != len(self.modules) or any(a is not b for a, b in zip(modules, self.modules)):
+            self.modules = modules
+            self.params = [p for m in modules for p in m.parameters()]
+            _restore_modes(self.modes, modules)
+
+    def restore(self) -> None:
+        _restore_modes(self.modes, self.modules)
 
 
 def _one_row_pre_hook(module: nn.Module, args: Tuple[Any, ...]) -> None:

@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="office-caltech10-surf, mnist-usps-jda, amazon-reviews, or folder:<path> for your own "
                         "domains (or give --data-dir)")
     c.add_argument("--methods", type=_csv, default=list(DEFAULT_METHODS),
-                   help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; known: {','.join(sorted(METHODS))})")
+                   help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; known: {','.join(sorted(METHODS))}; "
+                        "join methods with '+' to train them as one composition, e.g. dann+mcc)")
     c.add_argument("--tasks", type=_csv, default=None,
                    help="comma-separated tasks, quoted for the shell's sake, e.g. 'C->A,A->W' (default: all)")
     c.add_argument("--seeds", type=int, default=3, help="number of seeds per task and method (default: 3)")

@@ -171,9 +171,13 @@ class CompareConfig:
         out.load_options = dict(out.load_options)  # type: ignore[arg-type]
         out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
         out.methods = tuple(out.methods)
+        for m in out.methods:
+            if "+" in m and m not in METHODS and all(part in METHODS for part in m.split("+")):
+                METHODS[m]  # a composition of known methods that cannot be composed (MCD, SHOT): its ValueError
         unknown = [m for m in out.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"methods: unknown {unknown}; known are {sorted(METHODS)}")
+            raise ValueError(f"methods: unknown {unknown}; known are {sorted(METHODS)} (and compositions of them "
+                             f"joined by '+', e.g. 'dann+mcc')")
         if not out.methods:
             raise ValueError("methods must name at least one method")
         out.tasks = tuple(out.tasks) if out.tasks else tuple(bench.tasks)
@@ -337,7 +341,8 @@ def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[st
             test_x, test_y = test_x[rest], test_y[rest]
     start = time.perf_counter()
     try:
-        trainer.fit(data.source, data.target_train.x if m.uses_target else None, target_labeled=labelled,
+        trainer.fit(data.source if m.uses_source else None, data.target_train.x if m.uses_target else None,
+                    target_labeled=labelled,
                     eval_sets={"target": (test_x, test_y)})
     except FloatingPointError as e:
         weights = " or smaller weights of its loss terms (--method-kwargs)" if m.search_space else ""
@@ -493,7 +498,8 @@ def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult
     jobs = [(config, task, method, seed) for task in config.tasks or () for method in config.methods
             for seed in range(config.seeds)]
     # Longest jobs first keeps both cores busy until the end.
-    order = {m: i for i, m in enumerate(("sinkhorn", "deepjdot", "dann", "dan", "deep-coral", "finetune", "source-only"))}
+    order = {m: i for i, m in enumerate(("mcd", "sinkhorn", "deepjdot", "dann", "dan", "deep-coral", "finetune",
+                                         "source-only"))}
     jobs.sort(key=lambda j: order.get(j[2], -1))
     start = time.perf_counter()
     records: List[Dict[str, Any]] = []

@@ -14,25 +14,26 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import _checkpoint
 from . import distributed as _dist
 from ._precision import MixedPrecision, check_device
-from ._checks import check_choice, check_positive, skip_value_checks
+from ._checks import check_choice, check_positive
 from ._history import History, _LogSums, lr_factor
 from ._streams import DatasetStream, TensorStream
-from ._trainer_inputs import (LabeledData, UnlabeledData, _as_labeled, _as_tensor, _check_inputs, _prepare_data,
-                              _shape_error)
-from ._trainer_modes import _one_row_hooks, _record_modes, _restore_modes
-from .methods import Batch, LabeledBatch, Method, Progress, UnlabeledBatch, get_method
+from ._trainer_eval import accuracy, predict_logits, target_outputs
+from ._trainer_inputs import LabeledData, UnlabeledData, _as_labeled, _as_tensor, _check_inputs, _prepare_data
+from ._trainer_modes import Frozen, _one_row_hooks, _record_modes, _restore_modes
+from ._trainer_step import accumulate, diverged_message, train_step
+from .methods import Method, Progress, get_method
 from .models import AdaptModel
 
 # The Trainer's helpers live beside it: ``_trainer_inputs`` (input conversion and checks),
-# ``_trainer_modes`` (modules' modes, one-row batch-norm hooks), ``_checkpoint`` (checkpoint files,
-# resuming) and ``_history`` (History, lr_factor, the logging sums); History and lr_factor are
-# re-exported here.
+# ``_trainer_modes`` (modules' modes, frozen parts, one-row batch-norm hooks), ``_trainer_eval``
+# (prediction, accuracy, outputs on the target set), ``_trainer_step`` (one training step: batches,
+# phases, backward, optimizer step), ``_checkpoint`` (checkpoint files, resuming)
+# and ``_history`` (History, lr_factor, the logging sums); History and lr_factor are re-exported here.
 __all__ = ["Trainer", "History", "lr_factor", "SMALL_MODEL_PARAMETERS"]
 
 #: With ``num_threads="auto"`` on the CPU, :meth:`Trainer.fit` trains models (with the method's
@@ -52,9 +53,10 @@ class Trainer:
 
     Args:
         model: the network (backbone, bottleneck, head); trained in place.
-        method: a :class:`Method` or a registry name (``"source-only"``, ``"finetune"``,
-            ``"dann"``, ``"dan"``, ``"deep-coral"``, ``"deepjdot"``, ``"sinkhorn"``).
-        method_kwargs: hyper-parameters for a method given by name.
+        method: a :class:`Method`, a registry name (``"dann"``; ``adaptlib.methods.METHODS``), a
+            composition's name (``"dann+mcc"``) or a list of methods, names or ``(method, weight)``
+            pairs (``["dann", ("mcc", 0.5)]``), trained as one :class:`~adaptlib.methods.Composed`.
+        method_kwargs: hyper-parameters for a method given by name (``"mcc.trade_off"`` for a term of a composition).
         steps: number of optimizer steps.
         batch_size: source batch size (and labelled-target batch size); see "Batches" below.
         target_batch_size: unlabelled target batch size (default: ``batch_size``).
@@ -125,6 +127,10 @@ class Trainer:
     bit-identical. A model entirely in eval mode when :meth:`fit` starts trains in eval mode,
     with a ``UserWarning``. :meth:`predict` and :meth:`evaluate` run in eval mode and restore
     each module's mode afterwards.
+
+    Phases: a step draws its batches once and runs the method's :meth:`~adaptlib.methods.Method.phases`
+    in order, each with its own backward and optimizer step and its own frozen modules (MCD's
+    three; one for other methods); a multi-phase step logs ``"<phase>/<term>"``.
 
     Inputs: wherever a tensor is accepted, a NumPy array or a nested list is too; floating
     values are converted to the model's dtype, integer labels to int64. Floating tensors must
@@ -349,7 +355,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(
         self,
-        source: LabeledData,
+        source: Optional[LabeledData] = None,
         target: Optional[UnlabeledData] = None,
         *,
         target_labeled: Optional[LabeledData] = None,
@@ -369,7 +375,10 @@ class Trainer:
         Args:
             source: labelled source data: ``(x, y)`` with ``x`` ``(N, ...)`` and ``y`` ``(N,)``
                 int64 in ``0..C-1``, an object with ``.x``/``.y`` (a ``Domain``), or a
-                ``Dataset`` of ``(x, y)``.
+                ``Dataset`` of ``(x, y)``. ``None`` (only then) for a source-free method, whose
+                ``uses_source`` is False (SHOT adapting an already trained model). Once the
+                method's ``reads_source`` turns False, the source stream is dropped and never
+                read again.
             target: unlabelled target data: a tensor ``(M, ...)``, an object with ``.x`` (only
                 ``.x`` is read), or a ``Dataset`` (only the first field of each item is
                 kept). Required by methods with ``uses_target``; ignored otherwise.
@@ -424,8 +433,7 @@ class Trainer:
         on_cpu = self.device.type == "cpu"
         show = (self.progress_bar if self.progress_bar is not None else sys.stderr.isatty()) and _dist.rank() == 0
         bar = tqdm(total=self.steps, initial=self.step, desc=method.name, disable=not show, leave=False)
-        frozen: Tuple[nn.Module, ...] = ()
-        frozen_params: List[Tensor] = []
+        frozen = Frozen(modes)  # frozen parts run in eval mode and get no update
         _restore_modes(modes)
         threads = self._threads_for(params)
         previous_threads = torch.get_num_threads()
@@ -440,34 +448,36 @@ class Trainer:
                 factor = lr_factor(self.lr_schedule, progress.fraction)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
-                now_frozen = tuple(method.frozen_modules(model, progress))
-                if now_frozen != frozen:  # frozen parts run in eval mode and get no update
-                    frozen = now_frozen
-                    frozen_params = [p for m in frozen for p in m.parameters()]
-                    _restore_modes(modes, frozen)
+                step_frozen = tuple(method.frozen_modules(model, progress))
+                frozen.set(step_frozen)
                 if multi_process:
                     _dist.broadcast_module_state((model, method), parameters=False)
                 with torch.no_grad():
+                    if method.needs_target_outputs(progress):
+                        if "target" not in streams:
+                            raise ValueError(f"method {method.name!r} asks for its outputs on the target set: "
+                                             "pass target data to fit")
+                        method.on_target_outputs(model, target_outputs(model, streams["target"]), progress)
                     method.on_step_start(model, progress)
-                out, loss, values = self._train_step(step, progress, streams, params, frozen_params,
-                                                     multi_process, on_cpu)
+                out, loss, values = train_step(self, step, progress, streams, params, frozen, step_frozen,
+                                               multi_process, on_cpu)
                 self.step = step + 1
-                count = self._accumulate(sums, out, loss, values, count)
+                count = accumulate(sums, out, loss, values, count)
                 if self.step % self.log_every == 0 or self.step == self.steps:
                     record = self._log_record(sums, count, factor, params)
                     sums, count = _LogSums(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
                 if evals and ((self.eval_every and self.step % self.eval_every == 0) or self.step == self.steps):
                     self.history.eval.append({"step": self.step, **{
-                        f"{name}/accuracy": self._accuracy(payload, kind, f"eval_sets[{name!r}]")
+                        f"{name}/accuracy": accuracy(model, self.device, payload, kind, f"eval_sets[{name!r}]")
                         for name, (kind, payload) in evals.items()}})
-                    _restore_modes(modes, frozen)
+                    frozen.restore()
                 if show:
                     bar.update(1)
                 _checkpoint.after_step(self, sums, count)
                 if callback is not None and (self.step % every == 0 or self.step == self.steps):
                     callback(self)
-                    _restore_modes(modes, frozen)
+                    frozen.restore()
         finally:
             bar.close()
             for h in hooks:
@@ -493,82 +503,20 @@ class Trainer:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a checkpoint's optimizer state replaces them
         self._optimizer, self._streams = optimizer, streams
+        if (checkpoint is not None and "source" in streams and "source" not in checkpoint.get("streams", {"source": 0})
+                and not method.reads_source(Progress(int(checkpoint["step"]), self.steps))):
+            del streams["source"]  # saved after the method stopped reading source data: it is never read again
         sums, count = _checkpoint.start(self, checkpoint)  # step 0, or everything restored from the checkpoint
         return optimizer, params, base_lrs, sums, count
-
-    def _train_step(self, step: int, progress: Progress, streams: Mapping[str, Any], params: List[Tensor],
-                    frozen_params: List[Tensor], multi_process: bool, on_cpu: bool):
-        """One optimizer step: draw the batches, get the method's loss terms, check them, backward
-        (gradients averaged over processes, none for frozen parts, clipped if asked) and step.
-        Returns ``(loss terms and metrics, total loss, the loss terms' values)``."""
-        method, optimizer = self.method, self._optimizer
-        s = streams["source"].next()
-        batch = Batch(
-            source=LabeledBatch(s[0], s[1]),
-            target=UnlabeledBatch(streams["target"].next()[0]) if "target" in streams else None,
-            target_labeled=LabeledBatch(*streams["target_labeled"].next()) if "target_labeled" in streams else None,
-        )
-        with skip_value_checks(), self.amp.autocast():  # inputs were checked once; the loss is checked below
-            out = method.loss_terms(self.model, batch, progress)
-        if not out.losses:
-            raise ValueError(f"method {method.name!r} returned no loss terms at step {step}")
-        values = list(out.losses.values())
-        loss = values[0]
-        for value in values[1:]:
-            loss = loss + value
-        if loss.dim() != 0:
-            raise ValueError(f"method {method.name!r} returned non-scalar loss terms: "
-                             f"{ {k: tuple(v.shape) for k, v in out.losses.items()} }")
-        # Checked before backward, so the parameters stay those of the last good step. On an
-        # accelerator the check would synchronise every step; there the logged sums are checked.
-        if on_cpu and not math.isfinite(loss.item()):
-            bad = {k: float(v.detach()) for k, v in out.losses.items() if not bool(torch.isfinite(v))}
-            raise FloatingPointError(self._diverged(f"at step {step + 1}", bad, params))
-        optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        self.amp.backward(loss)  # scaled under fp16
-        if multi_process:
-            _dist.average_gradients(params)
-        for p in frozen_params:
-            p.grad = None  # no update, weight decay or momentum for a frozen part
-        if self.max_grad_norm is not None:
-            self.amp.unscale_(optimizer)  # type: ignore[arg-type]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        self.amp.step(optimizer)  # type: ignore[arg-type]
-        return out, loss, values
-
-    @staticmethod
-    @torch.no_grad()
-    def _accumulate(sums: _LogSums, out: Any, loss: Tensor, values: List[Tensor], count: int) -> int:
-        """Add a step's loss, loss terms and metrics to the logging sums; return the new count.
-        One stack and one add per step, whatever the number of terms."""
-        metrics = out.metrics
-        tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)} if metrics else {}
-        names = ("loss", *out.losses, *tensor_metrics)
-        row = torch.stack([loss.detach(), *(v.detach() for v in values),
-                           *(v.detach().to(loss.dtype).reshape(()) for v in tensor_metrics.values())])
-        sums.add(names, row)
-        if len(tensor_metrics) < len(metrics):  # plain numbers are summed in Python
-            sums.add_numbers({k: float(v) for k, v in metrics.items() if k not in tensor_metrics})
-        return count + 1
 
     def _log_record(self, sums: _LogSums, count: int, factor: float, params: List[Tensor]) -> Dict[str, float]:
         """Average the interval's sums (over processes too), check them and append the record to the history."""
         record = {k: float(v) / count for k, v in _dist.all_reduce_mean(sums.as_dict()).items()}
         if not math.isfinite(record["loss"]):
             bad = {k: v for k, v in record.items() if not math.isfinite(v)}
-            raise FloatingPointError(self._diverged(f"by step {self.step}", bad, params))
+            raise FloatingPointError(diverged_message(self, f"by step {self.step}", bad, params))
         self.history.train.append({"step": self.step, "lr": self.lr * factor, **record})
         return record
-
-    def _diverged(self, where: str, bad: Mapping[str, float], params: List[Tensor]) -> str:
-        """The message of the FloatingPointError raised when the loss becomes NaN or inf."""
-        finite = all(bool(torch.isfinite(p).all()) for p in params)
-        state = ("its parameters (after step {}) are still finite" if finite else
-                 "its parameters (after step {}) already hold NaN or inf").format(self.step)
-        return (f"non-finite loss {where} of {self.steps} with method {self.method.name!r}: {dict(bad)}. The run "
-                f"diverged; the model is left as it was before that step and {state}. Try a lower learning "
-                f"rate (lr={self.lr:g} now), gradient clipping (max_grad_norm=, e.g. 1.0 or 10.0), or check "
-                f"the scale of the inputs")
 
     def _threads_for(self, params: List[Tensor]) -> Optional[int]:
         """The intra-op thread count :meth:`fit` runs with, or ``None`` to leave torch's setting alone."""
@@ -601,29 +549,7 @@ class Trainer:
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
         x = _as_tensor(x, "x", "inputs", dtype)
         _check_inputs(x, "x", dtype)
-        return self._predict(x, "x", batch_size)
-
-    @torch.no_grad()
-    def _predict(self, x: Tensor, name: str, batch_size: int = 4096) -> Tensor:
-        modes = _record_modes(self.model)
-        self.model.eval()
-        self.model.to(self.device)
-        outs = []
-        try:
-            for i in range(0, x.shape[0], batch_size):
-                chunk = x[i:i + batch_size]
-                try:
-                    outs.append(self.model(chunk.to(self.device)).logits)
-                except RuntimeError as e:
-                    error = _shape_error(e, chunk, name, self.model) if i == 0 else None
-                    if error is None:
-                        raise
-                    raise error from None
-        finally:
-            _restore_modes(modes)
-        if not outs:
-            return torch.empty(0, getattr(self.model, "num_classes", 0), dtype=x.dtype if x.is_floating_point() else None)
-        return torch.cat(outs).cpu()
+        return predict_logits(self.model, self.device, x, "x", batch_size)
 
     def evaluate(self, data: LabeledData) -> float:
         """Accuracy in [0, 1] of the model on labelled ``data`` (same forms as ``source`` in :meth:`fit`,
@@ -638,35 +564,4 @@ class Trainer:
         """
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
         kind, payload = _as_labeled(data, "data", getattr(self.model, "num_classes", None), dtype)
-        return self._accuracy(payload, kind, "data")
-
-    @torch.no_grad()
-    def _accuracy(self, payload: Any, kind: str, name: str = "data") -> float:
-        if _dist.is_distributed():  # rank r evaluates samples r, r + W, ...; the counts are summed
-            r, w = _dist.rank(), _dist.world_size()
-            if kind == "tensor":
-                x, y = payload[0][r::w], payload[1][r::w]
-                hits = int((self._predict(x, name).argmax(1) == y.cpu()).sum()) if y.numel() else 0
-                correct, total = _dist.all_reduce_sum_counts((hits, int(y.numel())))
-            else:
-                shard = torch.utils.data.Subset(payload, range(r, len(payload), w))
-                correct, total = _dist.all_reduce_sum_counts(self._dataset_counts(shard))
-            return correct / max(total, 1)
-        if kind == "tensor":
-            x, y = payload
-            return int((self._predict(x, name).argmax(1) == y.cpu()).sum()) / max(int(y.numel()), 1)  # exact, as for Datasets
-        correct, total = self._dataset_counts(payload)
-        return correct / max(total, 1)
-
-    def _dataset_counts(self, dataset: Dataset) -> Tuple[int, int]:
-        correct = total = 0
-        modes = _record_modes(self.model)
-        self.model.eval()
-        try:
-            for xb, yb in torch.utils.data.DataLoader(dataset, batch_size=1024):
-                pred = self.model(xb.to(self.device)).logits.argmax(1).cpu()
-                correct += int((pred == yb).sum())
-                total += int(yb.numel())
-        finally:
-            _restore_modes(modes)
-        return correct, total
+        return accuracy(self.model, self.device, payload, kind, "data")

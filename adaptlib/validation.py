@@ -371,9 +371,11 @@ def deep_embedded_validation(source_val: Predictions, target: Predictions, weigh
     variate (Algorithm 1), see :func:`dev_risk`:
 
     .. math::
-        \ell_i = -\log p_{i, y_i}, \quad L_i = w_i \ell_i, \quad W_i = w_i, \quad
-        \eta = -\frac{\widehat{\mathrm{Cov}}(L, W)}{\widehat{\mathrm{Var}}(W)}, \quad
+        \begin{aligned}
+        &\ell_i = -\log p_{i, y_i}, \quad L_i = w_i \ell_i, \quad W_i = w_i, \\
+        &\eta = -\frac{\widehat{\mathrm{Cov}}(L, W)}{\widehat{\mathrm{Var}}(W)}, \quad
         \mathrm{score} = -\big(\overline{L} + \eta \overline{W} - \eta\big).
+        \end{aligned}
 
     The loss is the cross-entropy of the predicted probabilities (nats). The score is
     *minus* the risk so that higher is better; with all-one weights it is minus the mean

@@ -46,7 +46,8 @@ def test_public_api_is_complete():
                 "domain_adversarial", "entropy", "MMDLoss", "JMMDLoss", "CORALLoss",
                 "SinkhornLoss", "GradientReversal", "multilinear_map", "randomized_multilinear_map",
                 "cdan_entropy_weights", "conditional_domain_adversarial", "margin_disparity_discrepancy",
-                "minimum_class_confusion", "batch_nuclear_norm", "adaptive_feature_norm", "hard_feature_norm"}
+                "minimum_class_confusion", "batch_nuclear_norm", "adaptive_feature_norm", "hard_feature_norm",
+                "classifier_discrepancy", "information_maximization", "cluster_pseudo_labels"}
     assert set(losses.__all__) == expected
     for name in expected:
         assert inspect.getdoc(getattr(losses, name)), name

@@ -1,8 +1,9 @@
-"""Contract test: every method takes one training step on a small real subset.
+"""Contract test: every method (and a composition, "dann+mcc") takes one training step on a small real subset.
 
-Checks, for each method: the loss terms are finite scalars; each term sends gradient to
-exactly the parameters it should (alignment terms reach the feature extractor but not the
-classifier head; the domain term reaches the discriminator); target labels are never used.
+Checks, for each method and each phase of its step: the loss terms are finite scalars; each
+term sends gradient to exactly the parameters it should, apart from the parts frozen in that
+phase, whose gradients the Trainer drops (alignment terms reach the feature extractor but not
+the classifier head; the domain term reaches the discriminator); target labels are never used.
 """
 import pytest
 import torch
@@ -30,7 +31,17 @@ EXPECTED = {
     "entropy-min": {"classification": ALL_MODEL, "entropy": ALL_MODEL},
     "jan": {"classification": ALL_MODEL, "jmmd": ALL_MODEL},  # softmax(logits) is the second JMMD layer
     "mdd": {"classification": ALL_MODEL, "disparity": FEATURE | {"adversarial_head"}},  # argmax of h: no gradient
+    # multi-phase: "<phase>/<term>" (C1..Cn share "C"); B: generator frozen, C: both classifiers frozen
+    "mcd": {"A/classification": ALL_MODEL, "A/classification_2": FEATURE | {"classifier2"},
+            "B/classification": {"head"}, "B/classification_2": {"classifier2"},
+            "B/discrepancy": {"head", "classifier2"}, "C/discrepancy": FEATURE},
+    # source phase, then target phase (head frozen: the source hypothesis)
+    "shot": {"classification": ALL_MODEL, "information": FEATURE, "pseudo_label": FEATURE},
 }
+COMPOSED = {"dann+mcc": {"classification": ALL_MODEL, "dann/domain": FEATURE | {"discriminator"},
+                         "mcc/mcc": ALL_MODEL}}
+# the progress (step of 100) at which each method's terms are checked: every phase of its training
+PROGRESS = {"finetune": (0,), "shot": (10, 80)}
 
 
 def _model(in_dim: int) -> AdaptModel:
@@ -39,39 +50,56 @@ def _model(in_dim: int) -> AdaptModel:
 
 
 def _owners(model, method):
+    """(owner, parameter) pairs; a composition's term modules are named by their own attribute
+    (``terms.0.discriminator.net...`` -> ``discriminator``)."""
     named = [(f"{n.split('.')[0]}", p) for n, p in model.named_parameters()]
-    named += [(n.split(".")[0], p) for n, p in method.named_parameters()]
+    named += [(n.split(".")[2] if n.startswith("terms.") else n.split(".")[0], p)
+              for n, p in method.named_parameters()]
     return named
 
 
 def _batch(surf_small, n=32):
     xs, ys, xt, _ = surf_small
-    return Batch(LabeledBatch(xs[:n], ys[:n]), UnlabeledBatch(xt[:n]), LabeledBatch(xt[:20], surf_small[3][:20]))
+    return Batch(LabeledBatch(xs[:n], ys[:n]), UnlabeledBatch(xt[:n], torch.arange(n)),
+                 LabeledBatch(xt[:20], surf_small[3][:20]))
 
 
 def test_every_method_is_covered():
     assert set(EXPECTED) == set(METHODS)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(METHODS) + sorted(COMPOSED))
 def test_each_loss_term_reaches_exactly_its_parameters(name, surf_small):
+    """Every phase of every step the Trainer would run, built as the Trainer builds it: no source
+    batch when the method reads none, the frozen parts' gradients discounted (the Trainer drops them)."""
     model = _model(surf_small[0].shape[1])
     method = get_method(name)
     method.setup(model)
-    batch = _batch(surf_small)
-    if not method.uses_target_labels:
-        batch = Batch(batch.source, batch.target, None)
-    progress = Progress(step=50, total_steps=100)  # mid-training: DANN's coefficient is non-zero
-    if name == "finetune":
-        progress = Progress(step=0, total_steps=100)  # source phase
-    out = method.loss_terms(model, batch, progress)
-    assert set(out.losses) == set(EXPECTED[name])
+    expected = {**EXPECTED, **COMPOSED}[name]
     owners = _owners(model, method)
-    for term, value in out.losses.items():
-        assert value.dim() == 0 and torch.isfinite(value), (name, term, value)
-        grads = torch.autograd.grad(value, [p for _, p in owners], retain_graph=True, allow_unused=True)
-        reached = {owner for (owner, _), g in zip(owners, grads) if g is not None and bool(g.abs().sum() > 0)}
-        assert reached == EXPECTED[name][term], (name, term, reached)
+    seen = set()
+    for step in PROGRESS.get(name, (50,)):  # mid-training by default: DANN's coefficient is non-zero
+        progress = Progress(step=step, total_steps=100)
+        full = _batch(surf_small)
+        batch = Batch(full.source if method.reads_source(progress) else None, full.target,
+                      full.target_labeled if method.uses_target_labels else None)
+        if method.needs_target_outputs(progress):
+            with torch.no_grad():
+                method.on_target_outputs(model, model.eval()(surf_small[2]), progress)
+            model.train()
+        step_frozen = tuple(method.frozen_modules(model, progress))
+        for phase in method.phases(model, progress):
+            frozen = {id(p) for m in step_frozen + tuple(phase.frozen) for p in m.parameters()}
+            out = phase.loss_terms(model, batch, progress)
+            for term, value in out.losses.items():
+                key = f"{phase.name.rstrip('0123456789')}/{term}" if phase.name else term
+                seen.add(key)
+                assert value.dim() == 0 and torch.isfinite(value), (name, key, value)
+                grads = torch.autograd.grad(value, [p for _, p in owners], retain_graph=True, allow_unused=True)
+                reached = {owner for (owner, p), g in zip(owners, grads)
+                           if g is not None and bool(g.abs().sum() > 0) and id(p) not in frozen}
+                assert reached == expected[key], (name, key, reached)
+    assert seen == set(expected)
 
 
 def test_finetune_target_phase_and_frozen_backbone(surf_small):
@@ -113,21 +141,21 @@ class _LabelTrap:
         raise AssertionError("target labels were read during unsupervised training")
 
 
-@pytest.mark.parametrize("name", [n for n, c in METHODS.items() if c.uses_target])
+@pytest.mark.parametrize("name", [n for n, c in METHODS.items() if c.uses_target] + sorted(COMPOSED))
 def test_unsupervised_methods_never_see_target_labels(name, surf_small):
     xs, ys, xt, yt = surf_small
     seen = []
     method = get_method(name)
     original = method.loss_terms
 
-    def spy(model, batch, progress):
+    def spy(model, batch, progress, **phase):
         seen.append(batch)
-        return original(model, batch, progress)
+        return original(model, batch, progress, **phase)
 
     method.loss_terms = spy
     trainer = Trainer(_model(xs.shape[1]), method, steps=3, batch_size=16, progress_bar=False)
     trainer.fit((xs, ys), _LabelTrap(xt), eval_sets={"target": (xt, yt)})
-    assert len(seen) == 3
+    assert len(seen) == 3 * len(method.phases(trainer.model, Progress(0, 3)))
     for batch in seen:
         assert isinstance(batch.target, UnlabeledBatch) and not hasattr(batch.target, "y")
         assert batch.target_labeled is None
@@ -197,3 +225,14 @@ def test_mdd_adversary_ascends_the_disparity_and_features_descend_it(surf_small)
             for p, g in zip(params, grads):
                 p.add_(1e-3 * g / max(float(g.norm()), 1e-12))
         assert sign * (d1 - d0) > 0, (sign, d0, d1)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in METHODS.items()
+                                        if {"trade_off", "alpha"} & set(c.search_space)))
+def test_constructors_refuse_negative_trade_off(name):
+    weight = "alpha" if "alpha" in METHODS[name].search_space else "trade_off"
+    with pytest.raises(ValueError, match=f"{weight} must be a finite number >= 0"):
+        get_method(name, **{weight: -0.5})
+    with pytest.raises(TypeError, match=weight):
+        get_method(name, **{weight: "1"})
+    assert getattr(get_method(name, **{weight: 0.0}), weight) == 0.0  # 0 switches the term off

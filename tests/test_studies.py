@@ -172,6 +172,10 @@ BASE = 'name = "x"\nbenchmark = "office-caltech10-surf"\n'
     (BASE + "source_val_fraction = 1.0\n", "source_val_fraction"),
     (BASE + "[network]\nhidden = [0]\n", "network.hidden"),
     (BASE + "[network]\nwidth = 3\n", "network.width"),
+    (BASE + "[network]\nbottleneck_norm = 1\n", "network.bottleneck_norm"),
+    (BASE + "[trainer]\noptimizer = \"rmsprop\"\n", "trainer.optimizer"),
+    (BASE + "[trainer]\nlabel_smoothing = 1.5\n", "trainer.label_smoothing"),
+    (BASE + "[trainer]\nbeta = 0.9\n", "trainer.beta"),
     (BASE + "epochs = 3\n", "epochs"),
     (BASE + "steps = \n", "valid TOML"),
 ])
@@ -189,11 +193,29 @@ def test_study_file_defaults_come_from_the_benchmark_settings(tmp_path):
     study = parse_study(BASE)
     s = BENCHMARK_SETTINGS["office-caltech10-surf"]
     assert (study.steps, study.batch_size, study.lr) == (s["steps"], s["batch_size"], s["lr"])
-    assert study.network == {"hidden": list(s["hidden"]), "bottleneck": s["bottleneck"], "dropout": s["dropout"]}
+    assert study.network == {"hidden": list(s["hidden"]), "bottleneck": s["bottleneck"], "dropout": s["dropout"],
+                             "bottleneck_norm": s["bottleneck_norm"]}
+    assert study.trainer == {k: s[k] for k in ("optimizer", "momentum", "weight_decay", "lr_schedule",
+                                               "label_smoothing")}
+    assert all(spec.trainer == study.trainer for spec in study.runs()[:3])
     assert study.methods == DEFAULT_METHODS and len(study.tasks) == 12
     assert study.database == Path("results/studies/x/records.sqlite")
     with pytest.raises(FileNotFoundError):
         load_study(tmp_path / "missing.toml")
+
+
+def test_random_configurations_search_the_learning_rate_around_the_studys():
+    """Configuration k > 0 draws lr log-uniformly in [lr / 3.33, 3 lr] around the study's lr, for any lr."""
+    from adaptlib.studies import sample_config
+
+    for k in range(1, 30):
+        base = sample_config("s", "dann", k)["lr"]
+        assert 0.003 <= base <= 0.03
+        for lr in (3e-4, 3e-3, 0.1):
+            drawn = sample_config("s", "dann", k, lr=lr)
+            assert drawn["lr"] == pytest.approx(base * lr / 0.01, rel=1e-12)
+            assert drawn["trade_off"] == sample_config("s", "dann", k)["trade_off"]  # the method's draw is unchanged
+    assert sample_config("s", "dann", 0, lr=3e-3)["lr"] == 3e-3
 
 
 def test_shipped_study_file_is_the_flagship_study():
@@ -278,11 +300,11 @@ def test_scoring_checkpoints_does_not_change_training(tmp_path, data_root):
                                                            spec.source_val_fraction))
     torch.manual_seed(spec.seed)
     model = AdaptModel(mlp(800, spec.network["hidden"], dropout=spec.network["dropout"]), num_classes=10,
-                       bottleneck_dim=spec.network["bottleneck"])
+                       bottleneck_dim=spec.network["bottleneck"], bottleneck_norm=spec.network["bottleneck_norm"])
     hp = dict(spec.hparams)
     trainer = Trainer(model, "dann", method_kwargs={k: v for k, v in hp.items() if k != "lr"}, lr=hp["lr"],
                       steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, device="cpu",
-                      progress_bar=False)
+                      progress_bar=False, **spec.trainer)
     trainer.fit((data.source.x[tr], data.source.y[tr]), data.target_train.x)
     accuracy = trainer.evaluate(data.target_test)
     assert r1.rows[-1]["target_accuracy"] == pytest.approx(accuracy, abs=1e-9)
@@ -374,7 +396,7 @@ def test_killed_driver_resumes_without_recomputing(tmp_path, reference, data_roo
     proc = subprocess.Popen([sys.executable, "-m", "adaptlib", "study", "run", str(path), "--workers", "1",
                              "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 900  # generous: a loaded machine runs the study's first 4 runs slowly
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if db.is_file() and len(RecordStore(db).done_keys()) >= 4:

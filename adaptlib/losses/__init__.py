@@ -19,6 +19,8 @@ Functional losses (tensors in, scalar tensor or result dataclass out) and thin
 * :func:`minimum_class_confusion` (MCC), :func:`batch_nuclear_norm` (BNM): losses on the
   matrix of a batch's predictions.
 * :func:`adaptive_feature_norm` (SAFN), :func:`hard_feature_norm` (HAFN): feature-norm losses.
+* :func:`classifier_discrepancy`: MCD's L1 distance between two classifiers' predictions.
+* :func:`information_maximization`, :func:`cluster_pseudo_labels`: SHOT's source-free terms.
 
 All functions validate their inputs (errors name the offending argument), work in float32
 and float64 on the inputs' device, and floor every data-derived scale so that identical or
@@ -28,8 +30,8 @@ gradients come back in the input dtype. JDOT rejects half precision with a ``Typ
 (the DeepJDOT method casts to float32 under autocast); :func:`domain_adversarial` (CDAN's
 loss too) and :func:`entropy` compute half-precision logits in float32;
 :func:`gradient_reversal` and the CDAN maps compute in the input dtype; MCC, BNM, the
-feature norms and MDD compute half precision in float32 (float32 and float64 in their own
-dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
+feature norms, MDD, MCD's discrepancy and SHOT's terms compute half precision in float32
+(float32 and float64 in their own dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
 
 ``mmd``, ``jmmd``, ``sinkhorn`` and ``sinkhorn_divergence`` run along one of three
 computation paths (``path="dense"``, ``"tiled"`` or ``"triton"``; ``"auto"`` by default),
@@ -42,6 +44,8 @@ from .confusion import batch_nuclear_norm, minimum_class_confusion
 from .feature_norm import adaptive_feature_norm, hard_feature_norm
 from .mdd import margin_disparity_discrepancy
 from .coral import coral
+from .discrepancy import classifier_discrepancy
+from .information import cluster_pseudo_labels, information_maximization
 from .jdot import JDOTResult, jdot
 from .mmd import gaussian_bandwidths, jmmd, mmd
 from .modules import CORALLoss, GradientReversal, JMMDLoss, MMDLoss, SinkhornLoss
@@ -71,6 +75,9 @@ __all__ = [
     "batch_nuclear_norm",
     "adaptive_feature_norm",
     "hard_feature_norm",
+    "classifier_discrepancy",
+    "information_maximization",
+    "cluster_pseudo_labels",
     "MMDLoss",
     "JMMDLoss",
     "CORALLoss",

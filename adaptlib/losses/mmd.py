@@ -148,14 +148,18 @@ def mmd(
     feature map :math:`\phi`,
 
     .. math::
-        \mathrm{MMD}^2_k(P, Q) = \| \mathbb{E}_P[\phi(x)] - \mathbb{E}_Q[\phi(y)] \|^2_{\mathcal H_k}
-        = \mathbb{E}\,k(x, x') + \mathbb{E}\,k(y, y') - 2\,\mathbb{E}\,k(x, y).
+        \begin{aligned}
+        \mathrm{MMD}^2_k(P, Q) &= \| \mathbb{E}_P[\phi(x)] - \mathbb{E}_Q[\phi(y)] \|^2_{\mathcal H_k} \\
+        &= \mathbb{E}\,k(x, x') + \mathbb{E}\,k(y, y') - 2\,\mathbb{E}\,k(x, y).
+        \end{aligned}
 
     The kernel is a convex combination of Gaussian kernels
 
     .. math::
-        k(x, y) = \sum_{u=1}^{K} \beta_u \exp\!\Big(-\frac{\|x - y\|^2}{2\sigma_u^2}\Big),
-        \qquad \beta_u \ge 0,\ \sum_u \beta_u = 1.
+        \begin{aligned}
+        k(x, y) &= \sum_{u=1}^{K} \beta_u \exp\!\Big(-\frac{\|x - y\|^2}{2\sigma_u^2}\Big), \\
+        \beta_u &\ge 0,\ \sum_u \beta_u = 1.
+        \end{aligned}
 
     **Estimators** (with :math:`a \in \Delta_N`, :math:`b \in \Delta_M` the normalised sample
     weights, uniform by default, and :math:`K_{xx}, K_{yy}, K_{xy}` the kernel blocks):
@@ -374,8 +378,10 @@ def jmmd(
     the tensor-product kernel
 
     .. math::
-        k\big((x^1..x^L), (y^1..y^L)\big) = \prod_{l=1}^{L} k_l(x^l, y^l),
-        \qquad k_l = \frac{1}{K_l}\sum_{u=1}^{K_l} \exp\!\Big(-\frac{\|x^l - y^l\|^2}{2\sigma_{l,u}^2}\Big),
+        \begin{aligned}
+        k\big((x^1..x^L), (y^1..y^L)\big) &= \prod_{l=1}^{L} k_l(x^l, y^l), \\
+        k_l(x^l, y^l) &= \frac{1}{K_l}\sum_{u=1}^{K_l} \exp\!\Big(-\frac{\|x^l - y^l\|^2}{2\sigma_{l,u}^2}\Big),
+        \end{aligned}
 
     i.e. the kernel matrix is the elementwise product of the per-layer multi-kernel matrices
     and the estimate is then computed exactly as in :func:`mmd` (same private estimator:

@@ -121,10 +121,12 @@ def sinkhorn(
     From Cuturi, "Sinkhorn Distances", NeurIPS 2013. Solves
 
     .. math::
-        \mathrm{OT}_\varepsilon(a, b) = \min_{P \in \Pi(a, b)} \langle P, C\rangle
-        + \varepsilon\, \mathrm{KL}(P \,\|\, a \otimes b)
-        = \max_{f, g}\ \langle a, f\rangle + \langle b, g\rangle
+        \begin{aligned}
+        \mathrm{OT}_\varepsilon(a, b) &= \min_{P \in \Pi(a, b)} \langle P, C\rangle
+        + \varepsilon\, \mathrm{KL}(P \,\|\, a \otimes b) \\
+        &= \max_{f, g}\ \langle a, f\rangle + \langle b, g\rangle
         - \varepsilon \langle a \otimes b, e^{(f \oplus g - C)/\varepsilon} - 1\rangle,
+        \end{aligned}
 
     with :math:`C_{ij} = \|x_i - y_j\|^2` (squared Euclidean, matmul expansion clamped at 0)
     unless ``cost`` is given. The optimal plan

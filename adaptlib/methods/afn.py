@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_non_negative, check_positive
 from ..losses import adaptive_feature_norm, hard_feature_norm
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
@@ -53,7 +53,7 @@ class AFN(Method):
     def __init__(self, trade_off: float = 0.002, delta_r: float = 1.0, variant: str = "stepwise",
                  radius: float = 25.0) -> None:
         super().__init__()
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.delta_r = check_positive(delta_r, "delta_r")
         self.variant = check_choice(variant, "variant", ("stepwise", "hard"))
         self.radius = check_positive(radius, "radius")

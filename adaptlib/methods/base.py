@@ -4,13 +4,18 @@ A method is the paper's algorithm box and nothing else. It may own extra modules
 domain discriminator) but it never calls ``backward``, never steps an optimizer and keeps
 no schedule state: the :class:`~adaptlib.Trainer` passes the training progress in, and
 schedules such as DANN's gradient-reversal warm-up are pure functions of it.
+
+A step is one :class:`Phase` (one backward, one optimizer step) for almost every method. A
+method whose step alternates objectives (MCD: train the classifiers, then the generator)
+returns several phases from :meth:`Method.phases`, each with its loss terms and the modules
+it does not train; the Trainer still does every backward and optimizer step.
 """
 from __future__ import annotations
 
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,7 @@ __all__ = [
     "Batch",
     "Progress",
     "StepOutput",
+    "Phase",
     "Method",
     "dann_warmup",
     "mean_cross_distance",
@@ -43,9 +49,15 @@ class LabeledBatch:
 
 @dataclass(frozen=True)
 class UnlabeledBatch:
-    """An unlabelled batch: inputs ``x`` of shape ``(M, ...)``. It has no field for labels."""
+    """An unlabelled batch: inputs ``x`` of shape ``(M, ...)``. It has no field for labels.
+
+    ``index``: ``(M,)`` int64 row numbers of these inputs in the unlabelled target set (the
+    Trainer fills it; rows of :meth:`Method.on_target_outputs`'s outputs carry the same
+    numbers), or ``None`` when the batch was built by hand.
+    """
 
     x: Tensor
+    index: Optional[Tensor] = None
 
 
 @dataclass(frozen=True)
@@ -53,13 +65,15 @@ class Batch:
     """Everything a method sees at one training step.
 
     Attributes:
-        source: labelled source batch (always present).
+        source: labelled source batch; ``None`` only for a method that reads no source data at
+            this step (:meth:`Method.reads_source`: SHOT's target phase, or SHOT adapting a
+            model trained elsewhere).
         target: unlabelled target batch, or ``None`` for methods that do not use target data.
         target_labeled: a batch of the few labelled target samples, present only for methods
             whose ``uses_target_labels`` is True.
     """
 
-    source: LabeledBatch
+    source: Optional[LabeledBatch]
     target: Optional[UnlabeledBatch] = None
     target_labeled: Optional[LabeledBatch] = None
 
@@ -90,6 +104,29 @@ class StepOutput:
     metrics: Dict[str, Union[Tensor, float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation phase of a training step: the Trainer minimises its loss terms with one
+    backward pass and one optimizer step, then moves on to the step's next phase.
+
+    Attributes:
+        name: prefix of its loss terms and metrics in the history (``"B"`` logs ``"B/discrepancy"``);
+            ``""`` for the single phase of an ordinary step (names unprefixed). Names of the
+            phases of one step must differ.
+        loss_terms: ``(model, batch, progress) -> StepOutput``, called when the phase starts,
+            i.e. after the previous phase's optimizer step (a later phase sees the updated
+            parameters). Same rules as :meth:`Method.loss_terms`.
+        frozen: modules (of the model or the method) this phase does not train, on top of
+            :meth:`Method.frozen_modules`: they run in eval mode during the phase and any
+            gradient they receive is dropped before its optimizer step, so their parameters and
+            buffers (batch-norm statistics) stay bit-identical through it.
+    """
+
+    name: str
+    loss_terms: Callable[..., "StepOutput"]
+    frozen: Tuple[nn.Module, ...] = ()
+
+
 def dann_warmup(fraction: float, gamma: float = 10.0) -> float:
     """DANN's adaptation-factor schedule ``2 / (1 + exp(-gamma * p)) - 1`` for progress ``p`` in [0, 1].
 
@@ -116,13 +153,24 @@ class Method(nn.Module, abc.ABC):
 
     Subclasses set the class attributes, create their extra modules in :meth:`setup`, and
     implement :meth:`loss_terms`. The trainer calls, once, ``setup(model)``, then at each step
-    ``frozen_modules(model, progress)``, ``on_step_start(model, progress)`` (under
-    ``torch.no_grad``) and ``loss_terms(model, batch, progress)``, sums the returned losses,
-    and does backward and the optimizer step.
+    ``frozen_modules(model, progress)``, ``reads_source(progress)`` (no source batch is drawn
+    when False), ``needs_target_outputs(progress)`` (and, when True, ``on_target_outputs``),
+    ``on_step_start(model, progress)`` (under ``torch.no_grad``) and ``phases(model,
+    progress)``; for each phase in order it calls the phase's loss function, sums the returned
+    losses, and does backward and the optimizer step. The default :meth:`phases` is the one
+    phase ``loss_terms(model, batch, progress)``.
+
+    Methods combine with ``+`` and scale with ``*`` into a :class:`~adaptlib.methods.Composed`
+    (``DANN() + 0.5 * MCC()``), whose single step sums the terms (source cross-entropy once).
 
     Class attributes:
         name: registry name (``"dann"``).
         uses_target: whether the method needs unlabelled target batches.
+        uses_source: whether it reads labelled source data at all (False for SHOT adapting a
+            model trained elsewhere: ``Trainer.fit`` then takes no ``source``). An instance may
+            override it.
+        composable: whether it may be a term of a :class:`~adaptlib.methods.Composed`
+            (False for multi-phase or source-free methods, whose step is not a sum of terms).
         uses_target_labels: whether it trains on a few labelled target samples (its
             accuracy is then not comparable with unsupervised methods, and reports say so).
         search_space: name -> :class:`~adaptlib.methods.search_space.HParam` (default and
@@ -139,6 +187,8 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str] = "method"
     uses_target: ClassVar[bool] = True
     uses_target_labels: ClassVar[bool] = False
+    uses_source: bool = True
+    composable: ClassVar[bool] = True
     search_space: ClassVar[Mapping[str, HParam]] = {}
     #: The paper's own reported numbers where its protocol matches one of adaptlib's benchmarks:
     #: benchmark registry name -> (mean target accuracy in percent, where it is reported and how
@@ -167,9 +217,57 @@ class Method(nn.Module, abc.ABC):
         """
         return ()
 
+    def reads_source(self, progress: Progress) -> bool:
+        """Whether this step reads a source batch (default: :attr:`uses_source`).
+
+        Once it returns False it must stay False for the rest of training: the Trainer then
+        drops its source data stream (a source-free phase never touches source data; a later
+        True is a ``RuntimeError``), and every later :class:`Batch` has ``source=None``.
+        """
+        return self.uses_source
+
+    def needs_target_outputs(self, progress: Progress) -> bool:
+        """Whether the Trainer should pass the model's outputs on the whole target set to
+        :meth:`on_target_outputs` before this step (default: never). Costs one forward pass over
+        the target set each time it returns True."""
+        return False
+
+    def on_target_outputs(self, model: AdaptModel, outputs: ModelOutput, progress: Progress) -> None:
+        """Receive ``outputs`` (features ``(M, F)``, logits ``(M, C)``, row ``i`` for target row ``i``)
+        of the model on all ``M`` unlabelled target rows, computed in eval mode without gradient
+        (e.g. SHOT's pseudo-labels of every target sample). Called before :meth:`on_step_start`
+        when :meth:`needs_target_outputs` is True."""
+
+    def phases(self, model: AdaptModel, progress: Progress) -> Sequence[Phase]:
+        """The phases of the step at ``progress``, run in order, each with its own backward and
+        optimizer step (default: the one phase :meth:`loss_terms`, which logs its terms unprefixed).
+
+        A multi-phase method (MCD) returns several :class:`Phase` objects with distinct names,
+        each naming the modules it does not train. The batch and the learning rate are the same
+        for every phase of a step; the step counter advances once per step.
+        """
+        return (Phase("", self.loss_terms),)
+
     @abc.abstractmethod
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         """Return the weighted loss terms of ``batch``. Must not call backward or step optimizers."""
+
+    # composition: DANN() + 0.5 * MCC() ----------------------------------------------------
+    #: The class that ``+`` and ``*`` build (:class:`adaptlib.methods.Composed`, which sets it when
+    #: imported; kept as an attribute so that this module does not import that one).
+    _composer: ClassVar[Optional[Callable[..., "Method"]]] = None
+
+    def __add__(self, other: Any) -> "Method":
+        if not isinstance(other, Method) or Method._composer is None:
+            return NotImplemented
+        return Method._composer([self, other])
+
+    def __mul__(self, weight: Any) -> "Method":
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or Method._composer is None:
+            return NotImplemented
+        return Method._composer([(self, float(weight))])
+
+    __rmul__ = __mul__
 
     def hparams(self) -> Dict[str, Any]:
         """The method's hyper-parameters as a JSON-serialisable dict (for records and tables)."""

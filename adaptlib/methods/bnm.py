@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from .._checks import check_non_negative
 from ..losses import batch_nuclear_norm
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
@@ -34,7 +35,7 @@ class BNM(Method):
 
     def __init__(self, trade_off: float = 1.0) -> None:
         super().__init__()
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)

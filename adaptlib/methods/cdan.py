@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from .._checks import check_non_negative
 from ..losses import conditional_domain_adversarial
 from ..models import AdaptModel, DomainDiscriminator
 from .base import Batch, Method, Progress, StepOutput, dann_warmup
@@ -59,7 +60,7 @@ class CDAN(Method):
                  randomized_dim: int = 1024, alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.gamma = float(gamma)
         self.hidden_dim = int(hidden_dim)
         self.dropout = float(dropout)

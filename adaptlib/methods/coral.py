@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .._checks import check_choice
+from .._checks import check_choice, check_non_negative
 from ..losses import coral
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
@@ -34,7 +34,7 @@ class DeepCORAL(Method):
     def __init__(self, trade_off: float = 1.0, layer: str = "features", alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.layer = check_choice(layer, "layer", ("features", "logits"))
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:

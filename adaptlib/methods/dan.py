@@ -5,7 +5,7 @@ from typing import Any, Dict, Sequence
 
 import torch
 
-from .._checks import check_choice
+from .._checks import check_choice, check_non_negative
 from ..losses import mmd
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, dann_warmup, mean_cross_distance
@@ -59,7 +59,7 @@ class DAN(Method):
     ) -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.multipliers = tuple(float(m) for m in multipliers)
         self.heuristic = heuristic
         self.estimator = estimator

@@ -5,6 +5,7 @@ from typing import Any, Dict, Sequence
 
 import torch.nn.functional as F
 
+from .._checks import check_non_negative
 from ..losses import jmmd
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, dann_warmup, mean_cross_distance
@@ -52,7 +53,7 @@ class JAN(Method):
                  alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.multipliers = tuple(float(m) for m in multipliers)
         self.estimator = estimator
         self.normalize = bool(normalize)

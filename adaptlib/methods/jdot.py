@@ -5,7 +5,7 @@ from typing import Any, Dict
 
 import torch
 
-from .._checks import check_choice
+from .._checks import check_choice, check_non_negative
 from ..losses import jdot
 from ..losses._validate import no_autocast
 from ..models import AdaptModel
@@ -48,8 +48,8 @@ class DeepJDOT(Method):
                  normalize: bool = True, alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.alpha = float(alpha)
-        self.label_weight = float(label_weight)
+        self.alpha = check_non_negative(alpha, "alpha")
+        self.label_weight = check_non_negative(label_weight, "label_weight")
         self.solver = check_choice(solver, "solver", ("emd", "sinkhorn"))
         self.epsilon = float(epsilon)
         self.normalize = bool(normalize)

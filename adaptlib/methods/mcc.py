@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .._checks import check_positive
+from .._checks import check_non_negative, check_positive
 from ..losses import minimum_class_confusion
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput
@@ -40,7 +40,7 @@ class MCC(Method):
 
     def __init__(self, trade_off: float = 1.0, temperature: float = 2.5) -> None:
         super().__init__()
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.temperature = check_positive(temperature, "temperature")
 
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:

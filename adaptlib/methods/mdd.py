@@ -6,7 +6,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from .._checks import check_positive
+from .._checks import check_non_negative, check_positive
 from ..losses import gradient_reversal, margin_disparity_discrepancy
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, dann_warmup
@@ -51,7 +51,7 @@ class MDD(Method):
     def __init__(self, trade_off: float = 1.0, margin: float = 4.0, max_reversal: float = 0.1,
                  gamma: float = 10.0) -> None:
         super().__init__()
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.margin = check_positive(margin, "margin")
         self.max_reversal = check_positive(max_reversal, "max_reversal")
         self.gamma = float(gamma)

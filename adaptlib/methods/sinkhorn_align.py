@@ -6,6 +6,7 @@ from typing import Any, Dict
 
 import torch
 
+from .._checks import check_non_negative
 from ..losses import sinkhorn_divergence
 from ..losses.sinkhorn import _sinkhorn
 from ..models import AdaptModel
@@ -47,7 +48,7 @@ class SinkhornAlign(Method):
                  max_iter: int = 100, tol: float = 1e-4, alignment: str = "local") -> None:
         super().__init__()
         self.set_alignment(alignment)
-        self.trade_off = float(trade_off)
+        self.trade_off = check_non_negative(trade_off, "trade_off")
         self.epsilon = float(epsilon)
         self.debiased = bool(debiased)
         self.max_iter = int(max_iter)

@@ -156,9 +156,11 @@ def execute_run(spec: RunSpec) -> RunResult:
     torch.manual_seed(spec.seed)
     net = spec.network
     model = AdaptModel(mlp(xs.shape[1], net["hidden"], dropout=net["dropout"]), num_classes=data.num_classes,
-                       bottleneck_dim=net["bottleneck"], dropout=0.0)
+                       bottleneck_dim=net["bottleneck"], dropout=0.0,
+                       bottleneck_norm=bool(net.get("bottleneck_norm", False)))
     trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed,
-                      device=spec.device, precision=spec.precision, progress_bar=False, **trainer_kwargs)
+                      device=spec.device, precision=spec.precision, progress_bar=False,
+                      **{**spec.trainer, **trainer_kwargs})
     rows: List[Dict[str, Any]] = []
     eval_seconds = [0.0]
 
@@ -181,7 +183,8 @@ def execute_run(spec: RunSpec) -> RunResult:
 
     status, error = "ok", ""
     try:
-        trainer.fit((xs, ys), xt if method.uses_target else None, target_labeled=labelled, callback=score,
+        trainer.fit((xs, ys) if method.uses_source else None, xt if method.uses_target else None,
+                    target_labeled=labelled, callback=score,
                     callback_every=spec.checkpoint_every)
     except FloatingPointError as e:
         status, error = "diverged", str(e)

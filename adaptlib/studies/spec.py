@@ -20,9 +20,23 @@ A study file is TOML (read with :mod:`tomllib`)::
     root = "/data"                          # data folder (default: $ADAPTLIB_DATA / the cache)
 
     [network]                               # default: the benchmark's setting
-    hidden = [128]
-    bottleneck = 64
+    hidden = [512]
+    bottleneck = 128
     dropout = 0.5
+    bottleneck_norm = false
+
+    [trainer]                               # default: the benchmark's setting
+    optimizer = "adam"                      # "sgd", "adam" or "adamw"
+    momentum = 0.9
+    weight_decay = 0.0
+    lr_schedule = "cosine"                  # "inv", "cosine" or "constant"
+    label_smoothing = 0.1
+
+Every key of ``[network]`` and ``[trainer]`` defaults to the benchmark's shared recipe in
+:data:`adaptlib.compare.BENCHMARK_SETTINGS`, so a study trains the network with the optimizer,
+schedule and label smoothing that ``adaptlib compare`` uses, and its configuration 0 is what
+``adaptlib compare`` trains (same recipe, same defaults; the study holds out
+``source_val_fraction`` of the source for its validators).
 
 Relative ``database`` and ``root`` paths are relative to the current directory (as the
 ``results/`` folder of ``adaptlib compare``). Every error names the key.
@@ -52,11 +66,12 @@ VALIDATORS: Tuple[str, ...] = ("source-accuracy", "iwv", "dev", "snd", "entropy"
 #: study whose file changed any of them. ``tasks``, ``methods``, ``configs`` and ``seeds``
 #: may grow (new runs are added; recorded ones stay valid); ``selection`` only affects reports.
 RESULT_KEYS: Tuple[str, ...] = ("name", "benchmark", "steps", "checkpoint_every", "batch_size", "lr", "network",
-                                "validators", "source_val_fraction", "shots")
+                                "trainer", "validators", "source_val_fraction", "shots")
 
 _KEYS = {"name", "benchmark", "tasks", "methods", "configs", "seeds", "steps", "checkpoint_every", "batch_size",
-         "lr", "network", "validators", "selection", "source_val_fraction", "shots", "database", "root"}
-_NETWORK_KEYS = {"hidden", "bottleneck", "dropout"}
+         "lr", "network", "trainer", "validators", "selection", "source_val_fraction", "shots", "database", "root"}
+_NETWORK_KEYS = {"hidden", "bottleneck", "dropout", "bottleneck_norm"}
+_TRAINER_KEYS = ("optimizer", "momentum", "weight_decay", "lr_schedule", "label_smoothing")
 
 
 class StudyError(ValueError):
@@ -74,7 +89,9 @@ class RunSpec:
         hparams: the configuration (``lr`` and the method's arguments), JSON-ready.
         steps, checkpoint_every, batch_size: the budget; validators are scored every
             ``checkpoint_every`` steps and at the end.
-        network: ``{"hidden": [...], "bottleneck": int, "dropout": float}``.
+        network: ``{"hidden": [...], "bottleneck": int, "dropout": float, "bottleneck_norm": bool}``.
+        trainer: the rest of the :class:`~adaptlib.Trainer` recipe: ``optimizer``, ``momentum``,
+            ``weight_decay``, ``lr_schedule``, ``label_smoothing``.
         validators: validator names given to :func:`adaptlib.validation.evaluate`.
         source_val_fraction: share of each source class held out for validation.
         shots: labelled target samples per class, for methods that use target labels.
@@ -100,6 +117,7 @@ class RunSpec:
     shots: int
     root: Optional[str] = None
     load_options: Dict[str, Any] = field(default_factory=dict)
+    trainer: Dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "32"
 
@@ -133,6 +151,7 @@ class Study:
     batch_size: int
     lr: float
     network: Dict[str, Any]
+    trainer: Dict[str, Any]
     validators: Tuple[str, ...]
     selection: str
     source_val_fraction: float
@@ -167,7 +186,7 @@ class Study:
                             steps=self.steps, checkpoint_every=self.checkpoint_every, batch_size=self.batch_size,
                             network=dict(self.network), validators=tuple(self.validators),
                             source_val_fraction=self.source_val_fraction, shots=self.shots, root=self.root,
-                            load_options=load_options))
+                            load_options=load_options, trainer=dict(self.trainer)))
         return out
 
 
@@ -193,6 +212,37 @@ def _float(raw: Mapping[str, Any], key: str, default: Any, source: str, low: flo
         bracket = "[" if closed_low else "("
         raise StudyError(f"{_where(source, key)} must be a number in {bracket}{low}, {high}), got {value!r}")
     return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool, source: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise StudyError(f"{_where(source, key)} must be true or false, got {value!r}")
+    return value
+
+
+def _trainer_table(raw: Mapping[str, Any], settings: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """The ``[trainer]`` table, every key defaulting to the benchmark's recipe; checked by the Trainer's rules."""
+    table = raw.get("trainer", {})
+    if not isinstance(table, dict):
+        raise StudyError(f"{_where(source, 'trainer')} must be a table with keys {list(_TRAINER_KEYS)}, got {table!r}")
+    unknown = sorted(set(table) - set(_TRAINER_KEYS))
+    if unknown:
+        raise StudyError(f"{source}: unknown key(s) {['trainer.' + k for k in unknown]}; known are "
+                         f"{['trainer.' + k for k in _TRAINER_KEYS]}")
+    t = {"trainer." + k: v for k, v in table.items()}
+    out = {k: settings[k] for k in _TRAINER_KEYS}
+    for key, choices in (("optimizer", ("sgd", "adam", "adamw")), ("lr_schedule", ("inv", "cosine", "constant"))):
+        value = t.get("trainer." + key, out[key])
+        if value not in choices:
+            raise StudyError(f"{_where(source, 'trainer.' + key)} must be one of {list(choices)}, got {value!r}")
+        out[key] = value
+    out["momentum"] = _float(t, "trainer.momentum", out["momentum"], source, 0.0, 1.0, closed_low=True)
+    out["weight_decay"] = _float(t, "trainer.weight_decay", out["weight_decay"], source, 0.0, float("inf"),
+                                 closed_low=True)
+    out["label_smoothing"] = _float(t, "trainer.label_smoothing", out["label_smoothing"], source, 0.0, 1.0,
+                                    closed_low=True)
+    return out
 
 
 def _names(raw: Mapping[str, Any], key: str, default: Any, source: str) -> List[str]:
@@ -304,7 +354,9 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     net = {"network." + k: v for k, v in net_raw.items()}
     network = {"hidden": list(hidden),
                "bottleneck": _int(net, "network.bottleneck", settings["bottleneck"], source),
-               "dropout": _float(net, "network.dropout", settings["dropout"], source, 0.0, 1.0, closed_low=True)}
+               "dropout": _float(net, "network.dropout", settings["dropout"], source, 0.0, 1.0, closed_low=True),
+               "bottleneck_norm": _bool(net, "network.bottleneck_norm", bool(settings["bottleneck_norm"]), source)}
+    trainer = _trainer_table(raw, settings, source)
 
     validators = _names(raw, "validators", list(VALIDATORS), source)
     bad = [v for v in validators if v not in VALIDATORS]
@@ -324,7 +376,7 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
         raise StudyError(f"{_where(source, 'root')} must be a folder path, got {root!r}")
     return Study(name=name, benchmark=benchmark, tasks=tuple(tasks), methods=tuple(methods), configs=configs,
                  seeds=seeds, steps=steps, checkpoint_every=checkpoint_every, batch_size=batch_size, lr=lr,
-                 network=network, validators=tuple(validators), selection=selection,
+                 network=network, trainer=trainer, validators=tuple(validators), selection=selection,
                  source_val_fraction=source_val_fraction, shots=shots, database=Path(database), root=root,
                  text=text, path=path)
 
