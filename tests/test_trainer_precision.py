@@ -42,22 +42,32 @@ def test_bf16_trains_as_well_as_float32_on_real_data(surf):
 
 
 def test_loss_terms_are_float32_under_autocast(surf):
-    """Under autocast the model's features are bf16; every method's loss terms come back in float32
-    (the alignment losses compute in float32, cross-entropy is on autocast's float32 list)."""
+    """Under autocast the model's features are bf16; every phase of every method (early and late in
+    training: two-phase methods change phase) returns its loss terms in float32 (the alignment losses
+    compute in float32, cross-entropy is on autocast's float32 list)."""
     from adaptlib.methods import METHODS, Batch, LabeledBatch, Progress, UnlabeledBatch, get_method
 
     torch.manual_seed(0)
-    model = AdaptModel(mlp(800, [32]), num_classes=10, bottleneck_dim=16)
     xs, ys, xt = surf.source.x[:32], surf.source.y[:32], surf.target_train.x[:32]
     for name in METHODS:
+        model = AdaptModel(mlp(800, [32]), num_classes=10, bottleneck_dim=16)
         method = get_method(name)
         method.setup(model)
-        labelled = LabeledBatch(xt[:10], surf.target_train.y[:10]) if method.uses_target_labels else None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert model(xs).features.dtype == torch.bfloat16
-            out = method.loss_terms(model, Batch(LabeledBatch(xs, ys), UnlabeledBatch(xt), labelled), Progress(5, 10))
-        assert {k: v.dtype for k, v in out.losses.items()} == {k: torch.float32 for k in out.losses}, name
-        assert all(bool(torch.isfinite(v)) for v in out.losses.values()), name
+        for progress in (Progress(10, 100), Progress(90, 100)):
+            batch = Batch(LabeledBatch(xs, ys) if method.reads_source(progress) else None,
+                          UnlabeledBatch(xt, torch.arange(32)),
+                          LabeledBatch(xt[:10], surf.target_train.y[:10]) if method.uses_target_labels else None)
+            if method.needs_target_outputs(progress):
+                with torch.no_grad():
+                    method.on_target_outputs(model, model.eval()(xt), progress)
+                model.train()
+            for phase in method.phases(model, progress):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    assert model(xt).features.dtype == torch.bfloat16
+                    out = phase.loss_terms(model, batch, progress)
+                dtypes = {k: v.dtype for k, v in out.losses.items()}
+                assert dtypes == {k: torch.float32 for k in out.losses}, (name, phase.name, dtypes)
+                assert all(bool(torch.isfinite(v)) for v in out.losses.values()), (name, phase.name)
 
 
 def test_fp16_scales_the_loss_and_checkpoints_the_scale(surf, tmp_path):
