@@ -62,7 +62,9 @@ class DomainAdaptationClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         method: a registry name of :data:`adaptlib.METHODS` (``"dann"``, ``"dan"``, ``"mcc"``,
-            ...) or a :class:`~adaptlib.methods.Method` instance (copied at each ``fit``).
+            ...), a list of names for a composition (``["dann", "mcc"]``: their terms summed,
+            :func:`adaptlib.get_method`), or a :class:`~adaptlib.methods.Method` instance (copied
+            at each ``fit``).
         method_kwargs: the method's hyper-parameters, e.g. ``{"trade_off": 0.5}`` (by name only).
         hidden: widths of the MLP's hidden layers.
         bottleneck: bottleneck width (``None``: none; features are the last hidden layer).
