@@ -11,14 +11,17 @@
 - :mod:`adaptlib.studies`: comparison studies behind ``adaptlib study`` (needs the ``study`` extra
   for reports and Dask).
 - :func:`adaptlib.encode_labels`: map arbitrary labels (1-based, gaps, strings) to ``0..C-1``.
+- :class:`adaptlib.DomainAdaptationClassifier`: the whole pipeline as a scikit-learn classifier,
+  ``fit(X_source, y_source, X_target)`` on NumPy arrays.
 """
 from . import kernels, losses, methods, validation
 from .methods import METHODS, get_method
 from .models import AdaptModel, DomainDiscriminator, ModelOutput, mlp
 from .labels import encode_labels
 from .trainer import History, Trainer
+from .estimator import DomainAdaptationClassifier
 
 __version__ = "0.1.0"
 
 __all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "METHODS",
-           "get_method", "encode_labels", "kernels", "losses", "methods", "validation", "__version__"]
+           "get_method", "encode_labels", "DomainAdaptationClassifier", "kernels", "losses", "methods", "validation", "__version__"]

@@ -53,6 +53,9 @@ def run_state(trainer: Any) -> Dict[str, Any]:
         "rng": rng, "log_sums": sums.state_dict(), "log_count": count,
         "history": {"train": [dict(r) for r in trainer.history.train], "eval": [dict(r) for r in trainer.history.eval]},
     }
+    amp = getattr(trainer, "amp", None)
+    if amp is not None and amp.state_dict():  # the fp16 loss scale, so a resumed run scales as the original
+        state["grad_scaler"] = amp.state_dict()
     return state
 
 
@@ -128,6 +131,8 @@ def start(trainer: Any, checkpoint: Optional[Dict[str, Any]]) -> Tuple[_LogSums,
         return _LogSums(), 0
     trainer.method.load_state_dict(checkpoint["method"])
     trainer._optimizer.load_state_dict(checkpoint["optimizer"])  # type: ignore[union-attr]
+    if "grad_scaler" in checkpoint and getattr(trainer, "amp", None) is not None:
+        trainer.amp.load_state_dict(checkpoint["grad_scaler"])
     if set(checkpoint["streams"]) != set(trainer._streams):
         raise ValueError(f"checkpoint {path} has data streams {sorted(checkpoint['streams'])}, this run "
                          f"{sorted(trainer._streams)}")

@@ -55,7 +55,7 @@ def train_step(trainer: Any, step: int, progress: Progress, streams: Dict[str, A
     for phase in phases:
         if len(phases) > 1:
             frozen.set(step_frozen + tuple(phase.frozen))
-        with skip_value_checks():  # inputs were checked once; the loss is checked below
+        with skip_value_checks(), trainer.amp.autocast():  # inputs checked once; the loss is checked below
             out = phase.loss_terms(trainer.model, batch, progress)
         where = f" in phase {phase.name!r}" if phase.name else ""
         if not out.losses:
@@ -74,14 +74,15 @@ def train_step(trainer: Any, step: int, progress: Progress, streams: Dict[str, A
                    for k, v in out.losses.items() if not bool(torch.isfinite(v))}
             raise FloatingPointError(diverged_message(trainer, f"at step {step + 1}", bad, params))
         optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        loss.backward()
+        trainer.amp.backward(loss)  # scaled under fp16 (adaptlib/_precision.py)
         if multi_process:
             _dist.average_gradients(params)
         for p in frozen.params:
             p.grad = None  # no update, weight decay or momentum for a frozen part
         if trainer.max_grad_norm is not None:
+            trainer.amp.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, trainer.max_grad_norm)
-        optimizer.step()  # type: ignore[union-attr]
+        trainer.amp.step(optimizer)  # optimizer.step(); under fp16 skipped on inf/NaN gradients
         results.append((phase.name, out, loss, values))
     if len(results) == 1 and not results[0][0]:
         return results[0][1:]

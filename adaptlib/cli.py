@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .compare import DEFAULT_METHODS, CompareConfig, check_output_folder, compare
+from .compare import DEFAULT_METHODS, CompareConfig, check_output_folder, compare, default_output
 from .methods import METHODS
 
 _KWARGS_EXAMPLE = '{"dann": {"trade_off": 0.5}}'
@@ -46,6 +46,28 @@ def _version() -> str:
         return __version__
 
 
+def _device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="where runs train: cpu (default), cuda or cuda:<index>; refused at once if absent")
+    p.add_argument("--precision", choices=("32", "bf16", "fp16"), default="32",
+                   help="training precision: 32 (default), bf16 or fp16 mixed precision (autocast; fp16 scales "
+                        "the loss)")
+
+
+def _benchmark_name(args: argparse.Namespace) -> str:
+    """The benchmark of ``adaptlib compare``: its positional name, or the spec of ``--data-dir``."""
+    from .datasets.folders import folder_spec
+
+    if args.data_dir is not None:
+        if args.benchmark is not None:
+            raise ValueError(f"give either a benchmark name ({args.benchmark!r}) or --data-dir, not both")
+        return folder_spec(args.data_dir, format=args.format, label_column=args.label_column,
+                           image_size=args.image_size, image_mode=args.image_mode, standardize=args.standardize)
+    if args.benchmark is None:
+        raise ValueError("name a benchmark (adaptlib list shows them) or give --data-dir with your own domains")
+    return args.benchmark
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptlib", description="Domain adaptation for PyTorch.")
     p.add_argument("--version", action="version", version=f"adaptlib {_version()}")
@@ -57,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                     "--output (default results/<benchmark>): table.md (percent), results.csv and results.json "
                     "(accuracy as a fraction in [0, 1]). A folder that already holds results is refused "
                     "unless --overwrite is given.")
-    c.add_argument("benchmark", help="office-caltech10-surf, mnist-usps-jda or amazon-reviews")
+    c.add_argument("benchmark", nargs="?", default=None,
+                   help="office-caltech10-surf, mnist-usps-jda, amazon-reviews, or folder:<path> for your own "
+                        "domains (or give --data-dir)")
     c.add_argument("--methods", type=_csv, default=list(DEFAULT_METHODS),
                    help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; known: {','.join(sorted(METHODS))}; "
                         "join methods with '+' to train them as one composition, e.g. dann+mcc)")
@@ -85,6 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--download", action="store_true", help="download missing data files from the pinned mirrors")
     c.add_argument("--workers", type=int, default=0, help="parallel processes (default: number of CPUs, at most 8)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_options(c)
+    u = c.add_argument_group("your own domains (instead of a benchmark name; tasks: all ordered pairs of domains)")
+    u.add_argument("--data-dir", type=Path, default=None,
+                   help="folder of domains: <domain>_X.npy + <domain>_y.npy pairs, <domain>.csv files, or image "
+                        "folders <domain>/<class>/<image>")
+    u.add_argument("--format", choices=("auto", "npy", "csv", "images"), default="auto",
+                   help="layout of --data-dir (default: auto, from the files found)")
+    u.add_argument("--label-column", default="label", help="label column of CSV files (default: label)")
+    u.add_argument("--image-size", type=int, default=None,
+                   help="resize images to this many pixels square (default: keep, all of one size)")
+    u.add_argument("--image-mode", choices=("RGB", "L"), default="RGB", help="image channels (default: RGB)")
+    u.add_argument("--standardize", choices=("none", "domain"), default="none",
+                   help="z-score each feature within each domain (default: none)")
 
     d = sub.add_parser("download", help="download and verify a benchmark's data files")
     d.add_argument("benchmark")
@@ -103,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     sr.add_argument("--root", default=None, help="data folder (default: the file's root, $ADAPTLIB_DATA, the cache)")
     sr.add_argument("--database", type=Path, default=None, help="records file (default: the file's database)")
     sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_options(sr)
     st = ssub.add_parser("status", help="runs done / total per method and task")
     st.add_argument("study", type=Path)
     st.add_argument("--database", type=Path, default=None, help="records file (default: the file's database)")
@@ -119,7 +157,8 @@ def _study(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, root=getattr(args, "root", None), database=args.database)
     if args.study_command == "run":
-        summary = run_study(study, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+        summary = run_study(study, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
+                            device=args.device, precision=args.precision)
         print(f"study {study.name}: {summary.ran} runs recorded in {summary.seconds:.0f} s "
               f"({summary.already_done} already done, {summary.diverged} diverged, {summary.retried} resubmitted); "
               f"records: {study.database}")
@@ -171,14 +210,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             for path in datasets.download(args.benchmark, root=args.root):
                 print(path)
             return 0
-        out = args.output or Path("results") / args.benchmark
+        benchmark = _benchmark_name(args)
+        out = args.output or default_output(benchmark)
         check_output_folder(out, overwrite=args.overwrite)  # before hours of training, not after
-        config = CompareConfig(benchmark=args.benchmark, methods=tuple(args.methods),
+        config = CompareConfig(benchmark=benchmark, methods=tuple(args.methods),
                                tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                                lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
                                label_smoothing=args.label_smoothing, shots=args.shots, root=args.root,
-                               download=args.download, workers=args.workers, method_kwargs=args.method_kwargs)
+                               download=args.download, workers=args.workers, method_kwargs=args.method_kwargs,
+                               device=args.device, precision=args.precision)
         result = compare(config, progress=not args.quiet)
         paths = result.save(out, overwrite=args.overwrite)
     except FloatingPointError as e:  # a diverged run (compare.RunDiverged): one line, not a traceback
@@ -187,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, TypeError, OSError) as e:
         print(f"adaptlib: error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{args.benchmark}: {len(result.records)} runs in {result.seconds:.0f} s\n")
+    print(f"\n{benchmark}: {len(result.records)} runs in {result.seconds:.0f} s\n")
     print(result.markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

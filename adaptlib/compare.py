@@ -39,7 +39,8 @@ from .trainer import Trainer
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
-           "check_output_folder", "RECIPE_KEYS", "build_model", "build_trainer"]
+           "check_output_folder", "RECIPE_KEYS", "build_model", "build_trainer", "USER_DATA_SETTINGS", "settings_for",
+           "default_output"]
 
 #: The files :meth:`ComparisonResult.save` writes into its folder.
 RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
@@ -70,13 +71,43 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
                            lr_schedule="constant", label_smoothing=0.0, load_options={}),
 }
 
+#: The recipe of a folder benchmark (the user's own domains, ``"folder:<path>"``): a generic
+#: starting point, not tuned on any data (an MLP 512 -> bottleneck 128 with BatchNorm, Adam 1e-3,
+#: cosine schedule, label smoothing 0.1, 1000 steps of batch 64, as the tuned recipes above look
+#: like). Override any of it (``--steps``, ``--lr``, ...) after checking it on held-out *source*
+#: data (``scripts/select_recipe.py`` shows how).
+USER_DATA_SETTINGS: Dict[str, Any] = dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
+                                          steps=1000, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9,
+                                          weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
+                                          load_options={})
+
+
+def settings_for(benchmark: str) -> Dict[str, Any]:
+    """The default recipe of ``benchmark``: its ``BENCHMARK_SETTINGS`` entry, :data:`USER_DATA_SETTINGS`
+    for a folder benchmark (``"folder:<path>"``), else Office-Caltech10 SURF's."""
+    if benchmark in BENCHMARK_SETTINGS:
+        return BENCHMARK_SETTINGS[benchmark]
+    if isinstance(benchmark, str) and benchmark.startswith("folder:"):
+        return USER_DATA_SETTINGS
+    return BENCHMARK_SETTINGS["office-caltech10-surf"]
+
+
+def default_output(benchmark: str) -> Path:
+    """``results/<benchmark>``; ``results/folder-<folder name>`` for a folder benchmark."""
+    if benchmark.startswith("folder:"):
+        name = Path(benchmark[len("folder:"):].partition("?")[0]).name or "data"
+        return Path("results") / f"folder-{name}"
+    return Path("results") / benchmark
+
 
 @dataclass
 class CompareConfig:
     """Everything that defines a comparison run; stored with its results.
 
     Attributes:
-        benchmark: benchmark name (``adaptlib.datasets.BENCHMARKS``).
+        benchmark: benchmark name (``adaptlib.datasets.BENCHMARKS``), or ``"folder:<path>[?options]"``
+            for the user's own domains (:mod:`adaptlib.datasets.folders`; recipe
+            :data:`USER_DATA_SETTINGS`).
         methods: method registry names.
         method_kwargs: method name (one of ``methods``) -> its hyper-parameters, e.g.
             ``{"dann": {"trade_off": 0.5}}``; checked by :func:`check_method_kwargs`.
@@ -93,6 +124,9 @@ class CompareConfig:
         shots: labelled target samples per class for methods that use target labels.
         root: data folder (``None``: ``$ADAPTLIB_DATA`` or the cache folder).
         workers: parallel processes (each runs one training at a time with one thread).
+        device: where every run trains, ``"cpu"`` (default) or ``"cuda"``/``"cuda:<i>"``;
+            checked before any run (``ValueError`` when absent).
+        precision: ``"32"`` (default), ``"bf16"`` or ``"fp16"``: the Trainer's mixed precision.
     """
 
     benchmark: str = "office-caltech10-surf"
@@ -117,17 +151,23 @@ class CompareConfig:
     download: bool = False
     workers: int = 0
     method_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "32"
 
     def resolved(self) -> "CompareConfig":
         """A copy with every ``None`` replaced by the benchmark default, validated."""
         from .datasets import get_benchmark
 
         bench = get_benchmark(self.benchmark)
-        defaults = BENCHMARK_SETTINGS.get(self.benchmark, BENCHMARK_SETTINGS["office-caltech10-surf"])
+        defaults = settings_for(self.benchmark)
         out = CompareConfig(**asdict(self))
         for key in RECIPE_KEYS:
             if getattr(out, key) is None:
                 setattr(out, key, defaults.get(key, BENCHMARK_SETTINGS["office-caltech10-surf"][key]))
+        from ._precision import MixedPrecision, check_device
+
+        out.device = str(check_device(out.device))
+        out.precision = MixedPrecision(out.precision, torch.device(out.device)).precision
         out.load_options = dict(out.load_options)  # type: ignore[arg-type]
         out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
         out.methods = tuple(out.methods)
@@ -235,7 +275,7 @@ def few_shot_split(labels: torch.Tensor, shots: int, seed: int) -> Tuple[torch.T
 def _load_options(config: CompareConfig) -> Dict[str, Any]:
     if config.load_options is not None:
         return dict(config.load_options)
-    return dict(BENCHMARK_SETTINGS.get(config.benchmark, {}).get("load_options", {}))
+    return dict(settings_for(config.benchmark).get("load_options", {}))
 
 
 def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> AdaptModel:
@@ -254,7 +294,8 @@ def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> Adap
 
 
 def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: int, **kwargs: Any) -> Trainer:
-    """The :class:`~adaptlib.Trainer` of a (resolved) ``config``'s recipe for ``method`` and ``seed``, on the CPU.
+    """The :class:`~adaptlib.Trainer` of a (resolved) ``config``'s recipe for ``method`` and ``seed``, on
+    ``config.device`` with ``config.precision``.
 
     ``kwargs`` go to the Trainer as well (e.g. ``eval_every``).
 
@@ -264,7 +305,8 @@ def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: i
     return Trainer(model, method, steps=config.steps, batch_size=config.batch_size,  # type: ignore[arg-type]
                    optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,  # type: ignore[arg-type]
                    weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,  # type: ignore[arg-type]
-                   label_smoothing=config.label_smoothing, seed=seed, device="cpu",  # type: ignore[arg-type]
+                   label_smoothing=config.label_smoothing, seed=seed,  # type: ignore[arg-type]
+                   device=getattr(config, "device", "cpu"), precision=getattr(config, "precision", "32"),
                    progress_bar=False, **kwargs)
 
 
@@ -287,7 +329,7 @@ def run_one(config: CompareConfig, task: str, method: str, seed: int) -> Dict[st
     data = bench.load(task, root=config.root, download=config.download, **_load_options(config))
     m = get_method(method, **config.method_kwargs.get(method, {}))
     torch.manual_seed(seed)
-    model = build_model(config, data.source.x.shape[1], bench.num_classes)
+    model = build_model(config, data.source.x.shape[1], data.num_classes)
     trainer = build_trainer(config, model, m, seed)
     test_x, test_y = data.target_test.x, data.target_test.y
     labelled = None
@@ -390,7 +432,8 @@ class ComparisonResult:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
                 f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, "
-                f"the same MLP for every method.")
+                f"the same MLP for every method"
+                + (f", {self.config.precision} mixed precision" if self.config.precision != "32" else "") + ".")
         if any(METHODS[m].uses_target_labels for m in methods):
             note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "
                      "target samples; the other methods use no target label.")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import _checkpoint
 from . import distributed as _dist
+from ._precision import MixedPrecision, check_device
 from ._checks import check_choice, check_positive
 from ._history import History, _LogSums, lr_factor
 from ._streams import DatasetStream, TensorStream
@@ -76,6 +77,7 @@ class Trainer:
             module initialisation) and the data streams' generators. Build the model after
             ``torch.manual_seed`` for fully seeded runs; the same seed then gives the same result.
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or ``None`` for CUDA when available.
+            A device this machine lacks is a ``ValueError`` at construction.
         eval_every: evaluate the eval sets every this many steps (always at the end).
         log_every: average and record the loss terms every this many steps.
         progress_bar: show a tqdm bar; ``None`` shows it when stderr is a terminal.
@@ -96,6 +98,10 @@ class Trainer:
             never touch torch's setting. :meth:`fit` sets the count with
             ``torch.set_num_threads`` (a process-wide setting) when it starts and restores the
             previous count when it returns or raises.
+        precision: ``"32"`` (default), ``"bf16"`` or ``"fp16"``: the method's forward pass runs
+            under ``torch.autocast``, weights, gradients and the losses' distances stay float32,
+            ``"fp16"`` scales the loss; evaluation runs in float32. See
+            :class:`adaptlib._precision.MixedPrecision` (``ValueError`` for a pair a device cannot run).
 
     Batches: each data stream draws batches of ``min(batch size, N)`` rows from its ``N``
     rows, a fresh permutation every epoch, without replacement, and drops the incomplete last
@@ -195,6 +201,7 @@ class Trainer:
         checkpoint_every: Optional[int] = None,
         max_grad_norm: Optional[float] = None,
         num_threads: Union[int, str, None] = "auto",
+        precision: Union[str, int] = "32",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (an AdaptModel), got {type(model).__name__}")
@@ -227,9 +234,9 @@ class Trainer:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
         self.seed = int(seed)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = check_device(device)
+        self.amp = MixedPrecision(precision, self.device)  # adaptlib/_precision.py
+        self.precision = self.amp.precision
         self.eval_every = eval_every
         self.log_every = log_every
         self.progress_bar = progress_bar
@@ -293,7 +300,8 @@ class Trainer:
                 "log_every": self.log_every, "eval_every": self.eval_every, "world_size": _dist.world_size(),
                 "max_grad_norm": self.max_grad_norm,
                 # only when used, so checkpoints written before the option existed still load
-                **({"label_smoothing": self.label_smoothing} if self.label_smoothing else {})}
+                **({"label_smoothing": self.label_smoothing} if self.label_smoothing else {}),
+                **({"precision": self.precision} if self.precision != "32" else {})}
 
     def checkpoint_path(self) -> Optional[Path]:
         """The file :meth:`fit` writes in ``checkpoint_dir`` and ``resume=True`` reads: ``last.pt``

@@ -55,9 +55,10 @@ REFERENCE = {
     "adaptlib.datasets": "reference/datasets",
     "adaptlib.trainer": "reference/trainer",
     "adaptlib.distributed": "reference/distributed",
-    # Every name of these two is a top-level name, documented on the adaptlib page.
+    # Every name of these three is a top-level name, documented on the adaptlib page.
     "adaptlib.models": "reference/adaptlib",
     "adaptlib.labels": "reference/adaptlib",
+    "adaptlib.estimator": "reference/adaptlib",
 }
 
 

@@ -134,7 +134,8 @@ FORBIDDEN = {
     "losses": ["methods", "trainer", "compare", "studies", "cli", "models"],
     "kernels": ["losses", "methods", "trainer", "compare", "studies", "cli", "models"],
     "methods": ["trainer", "compare", "studies", "cli"],
-    "trainer": ["compare", "studies", "cli"],
+    "trainer": ["compare", "studies", "cli", "estimator"],
+    "estimator": ["compare", "studies", "cli"],
     "compare": ["studies", "cli"],
     "studies": ["cli"],
 }

@@ -415,16 +415,24 @@ def test_half_precision_is_computed_in_float32(name):
 
 
 def test_half_precision_where_it_is_supported():
-    """The DANN loss and the entropy have no squared distances: half precision works."""
+    """The DANN loss and the entropy take half precision (a discriminator or a classifier under
+    autocast) and compute it in float32: the value is the float32 computation on the same rounded
+    logits, and the gradient comes back in the input dtype."""
     for half in (torch.float16, torch.bfloat16):
-        x = leaf(torch.randn(5, 3).to(half))
-        loss, acc = domain_adversarial(x, torch.randn(6, 3).to(half), torch.nn.Linear(3, 1).to(half), 1.0)
+        x, t = leaf(torch.randn(5, 3).to(half)), torch.randn(6, 3).to(half)
+        disc = torch.nn.Linear(3, 1).to(half)
+        loss, acc = domain_adversarial(x, t, disc, 1.0)
         (gx,) = grads_of(loss, x)
-        assert loss.dtype == half and all_finite(loss, acc, gx)
+        assert loss.dtype == torch.float32 and gx.dtype == half and all_finite(loss, acc, gx)
+        with torch.no_grad():  # float64 formula on the discriminator's (half) logits
+            ls, lt = disc(x.detach()).double().squeeze(1), disc(t).double().squeeze(1)
+        ref = 0.5 * (torch.log1p(torch.exp(-ls)).mean() + torch.log1p(torch.exp(lt)).mean())
+        assert float(loss) == pytest.approx(float(ref), rel=1e-5)
         z = leaf(torch.tensor([[1e4, 0.0, -1e4], [0.0, 0.0, 0.0]]).to(half))
         h = entropy(z)
         (gz,) = grads_of(h, z)
-        assert all_finite(h, gz) and float(h.detach()) == pytest.approx(math.log(3) / 2, rel=1e-2)
+        assert h.dtype == torch.float32 and gz.dtype == half
+        assert all_finite(h, gz) and float(h.detach()) == pytest.approx(math.log(3) / 2, rel=1e-5)
 
 
 def test_sinkhorn_cost_and_jdot_labels_name_the_argument():

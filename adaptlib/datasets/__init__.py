@@ -11,6 +11,10 @@ Quick start::
     task = get_benchmark("office-caltech10-surf").load("C->A")
     task.source.x.shape, task.target_test.y.shape   # (1123, 800), (958,)
 
+Your own domains (a folder of ``<domain>_X.npy``/``<domain>_y.npy`` pairs, CSV files or image
+folders) are a benchmark too: ``get_benchmark("folder:/path/to/domains")``
+(:mod:`adaptlib.datasets.folders`).
+
 Each loader's docstring gives its shapes, dtypes, preprocessing and the papers to cite.
 """
 from ._files import (
@@ -23,8 +27,9 @@ from ._files import (
     fetch,
 )
 from .amazon_reviews import load_amazon_reviews
-from .benchmarks import BENCHMARKS, Benchmark, TransferTask, get_benchmark
+from .benchmarks import BENCHMARKS, Benchmark, TransferTask, folder_benchmark, get_benchmark
 from .digits import load_mnist_usps_jda
+from .folders import folder_spec, load_folder_domains
 from .office_caltech import load_office_caltech10_surf
 
 __all__ = [
@@ -39,6 +44,9 @@ __all__ = [
     "load_office_caltech10_surf",
     "load_mnist_usps_jda",
     "load_amazon_reviews",
+    "load_folder_domains",
+    "folder_spec",
+    "folder_benchmark",
     "DatasetNotFoundError",
     "ChecksumError",
     "DownloadError",

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -20,9 +21,10 @@ from . import amazon_reviews, office_caltech
 from ._files import BENCHMARK_FILES, Domain, PathLike
 from .amazon_reviews import load_amazon_reviews
 from .digits import load_mnist_usps_jda
+from .folders import FOLDER_PREFIX
 from .office_caltech import load_office_caltech10_surf
 
-__all__ = ["TransferTask", "Benchmark", "BENCHMARKS", "get_benchmark"]
+__all__ = ["TransferTask", "Benchmark", "BENCHMARKS", "get_benchmark", "folder_benchmark"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,11 +268,59 @@ BENCHMARKS: Dict[str, Benchmark] = {
 
 
 def get_benchmark(name: str) -> Benchmark:
-    """Return the :class:`Benchmark` called ``name`` (a key of :data:`BENCHMARKS`).
+    """Return the :class:`Benchmark` called ``name``: a key of :data:`BENCHMARKS`, or the user's own
+    domains in a folder, ``"folder:<path>[?options]"`` (:func:`adaptlib.datasets.folders.folder_benchmark`).
 
     Raises:
-        ValueError: unknown ``name``; the message lists the known benchmarks.
+        ValueError: unknown ``name`` (the message lists the known benchmarks), or a folder that
+            cannot be read as domains (as :func:`~adaptlib.datasets.folders.load_folder_domains`).
+        FileNotFoundError: ``"folder:<path>"`` with no folder at ``path``.
     """
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        return folder_benchmark(name)
     if not isinstance(name, str) or name not in BENCHMARKS:
-        raise ValueError(f"benchmark name must be one of {sorted(BENCHMARKS)}, got {name!r}")
+        raise ValueError(f"benchmark name must be one of {sorted(BENCHMARKS)}, or 'folder:<path>' for your own "
+                         f"domains, got {name!r}")
     return BENCHMARKS[name]
+
+
+def folder_benchmark(spec: str) -> Benchmark:
+    """The :class:`~adaptlib.datasets.Benchmark` named by a ``"folder:<path>[?options]"`` spec.
+
+    Its tasks are every ordered pair of the folder's domains (``"a->b"``, in name order), under
+    the transductive protocol (:mod:`adaptlib.datasets.folders`); ``files`` lists the folder's files relative to
+    it. Reading the spec reads the files once (to count the classes and features).
+
+    Raises:
+        ValueError, FileNotFoundError, ImportError: as :func:`~adaptlib.datasets.folders.parse_folder_spec`
+            and :func:`~adaptlib.datasets.folders.load_folder_domains`.
+    """
+    from .folders import load_folder_domains, parse_folder_spec
+
+    path, options = parse_folder_spec(spec)
+    domains = load_folder_domains(path, **options)
+    names = list(domains)
+    tasks = tuple(f"{s}->{t}" for s in names for t in names if s != t)
+    first = next(iter(domains.values()))
+    root = path.expanduser().resolve()
+    lower = {t.lower(): t for t in tasks}
+
+    def resolve(task: str) -> Optional[str]:
+        key = task.replace("→", "->").replace(" ", "")
+        return key if key in tasks else lower.get(key.lower())
+
+    def build(task: str, root_arg: Any, download: bool, **extra: Any):
+        if extra:
+            raise TypeError(f"folder benchmarks take no loader options, got {sorted(extra)}; put them in the "
+                            f"spec, e.g. 'folder:<path>?standardize=domain'")
+        doms = load_folder_domains(path, **options)
+        s, t = task.split("->")
+        target = doms[t]
+        return doms[s], target, Domain(target.name, target.x.clone(), target.y.clone(), target.classes)
+
+    files = tuple(sorted(os.path.relpath(p, root) for p in root.rglob("*") if p.is_file()))
+    return Benchmark(
+        name=spec, tasks=tasks, num_classes=first.num_classes, input_dim=first.input_dim, files=files,
+        protocol=("The user's own domains (adaptlib.datasets.folders): all labelled source samples; all target "
+                  "samples are used (unlabelled) for adaptation and for the reported accuracy."),
+        citation="", _resolve=resolve, _build=build)

@@ -26,10 +26,12 @@ All functions validate their inputs (errors name the offending argument), work i
 and float64 on the inputs' device, and floor every data-derived scale so that identical or
 constant inputs never produce NaN. MMD, JMMD, CORAL and Sinkhorn also accept float16 and
 bfloat16 inputs (e.g. under ``torch.autocast``): they compute and return float32, and the
-gradients come back in the input dtype. JDOT rejects half precision with a ``TypeError``;
-:func:`domain_adversarial`, :func:`entropy`, :func:`gradient_reversal` and the CDAN maps
-compute in the input dtype; MCC, BNM, the feature norms, MDD, MCD's discrepancy and SHOT's terms
-compute half precision in float32 (float32 and float64 in their own dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
+gradients come back in the input dtype. JDOT rejects half precision with a ``TypeError``
+(the DeepJDOT method casts to float32 under autocast); :func:`domain_adversarial` (CDAN's
+loss too) and :func:`entropy` compute half-precision logits in float32;
+:func:`gradient_reversal` and the CDAN maps compute in the input dtype; MCC, BNM, the
+feature norms, MDD, MCD's discrepancy and SHOT's terms compute half precision in float32
+(float32 and float64 in their own dtype). ``scripts/fuzz_losses.py`` fuzzes all of them.
 
 ``mmd``, ``jmmd``, ``sinkhorn`` and ``sinkhorn_divergence`` run along one of three
 computation paths (``path="dense"``, ``"tiled"`` or ``"triton"``; ``"auto"`` by default),

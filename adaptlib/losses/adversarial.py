@@ -129,6 +129,8 @@ def domain_adversarial(
         ``(loss, accuracy)``: scalar loss in nats (differentiable), and the detached
         balanced discriminator accuracy :math:`\tfrac12(\mathrm{acc}_s + \mathrm{acc}_t)`
         (same weights; logit >= 0 predicts source) as a floating tensor, for logging.
+        float16/bfloat16 logits (e.g. a discriminator under ``torch.autocast``) give both in
+        float32; otherwise they have the logits' dtype.
 
     Raises:
         TypeError: bad feature tensors or ``discriminator`` not callable, bad coefficient.
@@ -165,6 +167,8 @@ def domain_adversarial(
         )
     if value_checks_enabled() and not bool(torch.isfinite(logits).all()):
         raise ValueError("discriminator output contains NaN or inf")
+    if logits.dtype in (torch.float16, torch.bfloat16):  # half logits (autocast): the loss in float32
+        logits = logits.float()
     ls, lt = logits[:n], logits[n:]
     if uniform:  # the common case, with fewer ops in the hot loop: plain means
         loss = 0.5 * (F.softplus(-ls).mean() + F.softplus(lt).mean())
@@ -196,7 +200,8 @@ def entropy(logits: Tensor, reduction: str = "mean") -> Tensor:
             (shape ``(N,)``).
 
     Returns:
-        Entropy in nats, differentiable w.r.t. ``logits``.
+        Entropy in nats, differentiable w.r.t. ``logits``; float16/bfloat16 logits are
+        computed and returned in float32, other dtypes in their own.
 
     Raises:
         TypeError: ``logits`` not a floating-point tensor.
@@ -216,6 +221,8 @@ def entropy(logits: Tensor, reduction: str = "mean") -> Tensor:
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got shape {tuple(logits.shape)}")
     check_features(logits, "logits")
+    if logits.dtype in (torch.float16, torch.bfloat16):  # half logits (autocast): computed in float32
+        logits = logits.float()
     log_p = F.log_softmax(logits, dim=1)
     # -inf (logit gaps beyond the dtype's range) would give 0 * inf = NaN; p is 0 there anyway
     log_p = log_p.clamp_min(torch.finfo(log_p.dtype).min)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+import torch
+
 from .._checks import check_choice, check_non_negative
 from ..losses import jdot
+from ..losses._validate import no_autocast
 from ..models import AdaptModel
 from .base import Batch, Method, Progress, StepOutput, mean_cross_distance
 from .search_space import HParam, LogUniform
@@ -101,11 +104,14 @@ class DeepJDOT(Method):
     def loss_terms(self, model: AdaptModel, batch: Batch, progress: Progress) -> StepOutput:
         src, tgt = self.forward_source_target(model, batch)
         fs, ft, ys, target_logits = self.gather(src.features, tgt.features, batch.source.y, tgt.logits)
-        if self.normalize:
-            scale = mean_cross_distance(fs, ft).sqrt()
-            fs, ft = fs / scale, ft / scale
-        res = jdot(fs, ft, ys, target_logits, alpha=self.alpha,
-                   label_weight=self.label_weight, solver=self.solver, epsilon=self.epsilon)
+        with no_autocast(fs.device):  # under the Trainer's autocast (bf16/fp16) the costs stay float32
+            if fs.dtype in (torch.float16, torch.bfloat16):
+                fs, ft, target_logits = fs.float(), ft.float(), target_logits.float()
+            if self.normalize:
+                scale = mean_cross_distance(fs, ft).sqrt()
+                fs, ft = fs / scale, ft / scale
+            res = jdot(fs, ft, ys, target_logits, alpha=self.alpha,
+                       label_weight=self.label_weight, solver=self.solver, epsilon=self.epsilon)
         return StepOutput(
             {"classification": self.classification(src.logits, batch.source.y),
              "jdot_feature": res.feature_cost, "jdot_label": res.label_cost},

@@ -17,6 +17,7 @@ at any point loses only the runs in flight, and the next ``run_study`` resumes.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing as mp
 import time
@@ -65,10 +66,10 @@ def _init_worker() -> None:
     _init_compare_worker()
 
 
-def _environment(executor: str, workers: Optional[int], scheduler: Optional[str]) -> Dict[str, Any]:
-    device = "cpu"
-    return {"versions": library_versions(), "device": device, "executor": executor, "workers": workers,
-            "scheduler": scheduler}
+def _environment(executor: str, workers: Optional[int], scheduler: Optional[str], device: str = "cpu",
+                 precision: str = "32") -> Dict[str, Any]:
+    return {"versions": library_versions(), "device": device, "precision": precision, "executor": executor,
+            "workers": workers, "scheduler": scheduler}
 
 
 def _ordered(specs: List[RunSpec]) -> List[RunSpec]:
@@ -77,7 +78,8 @@ def _ordered(specs: List[RunSpec]) -> List[RunSpec]:
 
 
 def run_study(study: Study, *, workers: Optional[int] = None, scheduler: Union[str, Any, None] = None,
-              progress: bool = True, runner: Runner = execute_run, max_attempts: int = 3) -> StudySummary:
+              progress: bool = True, runner: Runner = execute_run, max_attempts: int = 3, device: str = "cpu",
+              precision: str = "32") -> StudySummary:
     """Execute every run of ``study`` not yet in its records (``study.database``); return a summary.
 
     Args:
@@ -91,9 +93,14 @@ def run_study(study: Study, *, workers: Optional[int] = None, scheduler: Union[s
             must be picklable (a module-level function).
         max_attempts: submissions of one run before the study stops (local pool: a run in
             flight when a worker died is resubmitted; Dask: ``retries = max_attempts - 1``).
+        device, precision: where and in which precision the runs of this launch train
+            (:class:`~adaptlib.Trainer`'s ``device`` and ``precision``); recorded in the launch's
+            environment, not part of the study's identity (a study may continue on another device).
 
     Raises:
         StudyError: the records hold the study with other result-defining settings.
+        ValueError: ``device`` is not available here, or ``precision`` is unknown or not supported
+            on it (before any run).
         DatasetNotFoundError: a task's data files are missing (checked before any training on
             the local executors; on Dask, by the first run of the task).
         RuntimeError: a run was lost ``max_attempts`` times (its key is named).
@@ -102,9 +109,13 @@ def run_study(study: Study, *, workers: Optional[int] = None, scheduler: Union[s
     """
     from tqdm.auto import tqdm
 
+    from .._precision import MixedPrecision, check_device
+
+    device = str(check_device(device))  # before any run: an absent device is one clear error
+    precision = MixedPrecision(precision, check_device(device)).precision
     start = time.perf_counter()
     store = RecordStore(study.database)
-    specs = study.runs()
+    specs = [dataclasses.replace(s, device=device, precision=precision) for s in study.runs()]
     done = store.done_keys()
     pending = _ordered([s for s in specs if s.key not in done])
     if scheduler is None:  # fail fast on missing data, before any worker starts (Dask workers have their own)
@@ -117,7 +128,7 @@ def run_study(study: Study, *, workers: Optional[int] = None, scheduler: Union[s
     else:
         n_workers = workers if workers and workers > 0 else max(1, min(mp.cpu_count() or 1, 8))
         executor, address = ("in-process" if n_workers == 1 else "local-pool"), None
-    launch = store.begin_launch(study, _environment(executor, n_workers, address))
+    launch = store.begin_launch(study, _environment(executor, n_workers, address, device, precision))
     counts = {"ran": 0, "diverged": 0}
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=f"study {study.name}",
                disable=not progress, unit="run")

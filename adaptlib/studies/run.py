@@ -101,11 +101,12 @@ def _predict(model: AdaptModel, x: torch.Tensor, labels: Optional[torch.Tensor] 
     from ..validation import Predictions
 
     model.eval()
+    device = next(model.parameters()).device
     feats, probs = [], []
     for i in range(0, x.shape[0], chunk):
-        out = model(x[i:i + chunk])
-        feats.append(out.features)
-        probs.append(torch.softmax(out.logits.double(), dim=1))
+        out = model(x[i:i + chunk].to(device))
+        feats.append(out.features.cpu())
+        probs.append(torch.softmax(out.logits.double(), dim=1).cpu())
     return Predictions(torch.cat(feats), torch.cat(probs), labels)
 
 
@@ -157,8 +158,9 @@ def execute_run(spec: RunSpec) -> RunResult:
     model = AdaptModel(mlp(xs.shape[1], net["hidden"], dropout=net["dropout"]), num_classes=data.num_classes,
                        bottleneck_dim=net["bottleneck"], dropout=0.0,
                        bottleneck_norm=bool(net.get("bottleneck_norm", False)))
-    trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, device="cpu",
-                      progress_bar=False, **{**spec.trainer, **trainer_kwargs})
+    trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed,
+                      device=spec.device, precision=spec.precision, progress_bar=False,
+                      **{**spec.trainer, **trainer_kwargs})
     rows: List[Dict[str, Any]] = []
     eval_seconds = [0.0]
 

@@ -3,7 +3,7 @@
 A study file is TOML (read with :mod:`tomllib`)::
 
     name = "office-caltech10-surf"          # required; part of every sampling seed
-    benchmark = "office-caltech10-surf"     # required
+    benchmark = "office-caltech10-surf"     # required; or "folder:<path>" for your own domains
     tasks = "all"                           # or ["A->W", "C->A"]
     methods = ["source-only", "dann"]       # default: adaptlib.compare.DEFAULT_METHODS
     configs = 5                             # hyper-parameter configurations per method (0 = defaults)
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..compare import BENCHMARK_SETTINGS, DEFAULT_METHODS
+from ..compare import DEFAULT_METHODS, settings_for
 from ..methods import METHODS
 from .registry import run_seed, sample_config
 
@@ -96,6 +96,8 @@ class RunSpec:
         source_val_fraction: share of each source class held out for validation.
         shots: labelled target samples per class, for methods that use target labels.
         root: data folder or ``None``; load_options: benchmark loader options.
+        device, precision: where and in which precision the run trains (``"cpu"``, ``"32"`` by
+            default; set by :func:`~adaptlib.studies.run_study`, recorded with each launch).
     """
 
     study: str
@@ -116,6 +118,8 @@ class RunSpec:
     root: Optional[str] = None
     load_options: Dict[str, Any] = field(default_factory=dict)
     trainer: Dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "32"
 
     @property
     def key(self) -> str:
@@ -169,7 +173,7 @@ class Study:
 
     def runs(self) -> List[RunSpec]:
         """Every run of the study, ordered by method, task, configuration, trial."""
-        load_options = dict(BENCHMARK_SETTINGS.get(self.benchmark, {}).get("load_options", {}))
+        load_options = dict(settings_for(self.benchmark).get("load_options", {}))
         out = []
         for method in self.methods:
             for config in range(self.configs):
@@ -279,7 +283,8 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
             value, or a sampled configuration that its method refuses; the message names
             ``source`` and the key (and lists what is allowed).
     """
-    from ..datasets import BENCHMARKS
+    from ..datasets import BENCHMARKS, get_benchmark
+    from ..datasets.folders import FOLDER_PREFIX, folder_spec, parse_folder_spec
 
     try:
         raw = tomllib.loads(text)
@@ -296,11 +301,19 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     name, benchmark = raw["name"].strip(), raw["benchmark"]
     if any(c in name for c in "/\\|") or name in (".", ".."):
         raise StudyError(f"{_where(source, 'name')} must not contain '/', '\\\\' or '|', got {name!r}")
-    if benchmark not in BENCHMARKS:
+    if benchmark.startswith(FOLDER_PREFIX):  # the user's own domains; a relative path is relative to the cwd
+        try:
+            folder, options = parse_folder_spec(benchmark)
+            benchmark = folder_spec(folder, **options)
+            bench = get_benchmark(benchmark)
+        except (ValueError, OSError, ImportError) as e:
+            raise StudyError(f"{_where(source, 'benchmark')}: {e}") from None
+    elif benchmark not in BENCHMARKS:
         raise StudyError(f"{_where(source, 'benchmark')}: unknown benchmark {benchmark!r}; known are "
-                         f"{sorted(BENCHMARKS)}")
-    bench = BENCHMARKS[benchmark]
-    settings = BENCHMARK_SETTINGS.get(benchmark, BENCHMARK_SETTINGS["office-caltech10-surf"])
+                         f"{sorted(BENCHMARKS)}, or 'folder:<path>' for your own domains")
+    else:
+        bench = BENCHMARKS[benchmark]
+    settings = settings_for(benchmark)
 
     tasks_raw = raw.get("tasks", "all")
     if tasks_raw == "all":
