@@ -11,7 +11,10 @@ Quick start::
     task = get_benchmark("office-caltech10-surf").load("C->A")
     task.source.x.shape, task.target_test.y.shape   # (1123, 800), (958,)
 
-Each loader's docstring gives its shapes, dtypes, preprocessing and the papers to cite.
+Each loader's docstring gives its shapes, dtypes, preprocessing and the papers to cite. The text
+benchmarks (``amazon-reviews-text``, ``amazon-reviews-text-finetune``) need the ``text`` extra
+(``pip install -e ".[text]"``); their frozen embeddings are cached under
+:func:`embedding_cache_dir`.
 """
 from ._files import (
     ChecksumError,
@@ -23,9 +26,12 @@ from ._files import (
     fetch,
 )
 from .amazon_reviews import load_amazon_reviews
+from .amazon_reviews_text import (load_amazon_reviews_text, load_amazon_reviews_text_embeddings,
+                                  load_amazon_reviews_text_tokens)
 from .benchmarks import BENCHMARKS, Benchmark, TransferTask, get_benchmark
 from .digits import load_mnist_usps_jda
 from .office_caltech import load_office_caltech10_surf
+from .text import TextDomain, cached_text_embeddings, embedding_cache_dir
 
 __all__ = [
     "data_root",
@@ -39,6 +45,12 @@ __all__ = [
     "load_office_caltech10_surf",
     "load_mnist_usps_jda",
     "load_amazon_reviews",
+    "load_amazon_reviews_text",
+    "load_amazon_reviews_text_embeddings",
+    "load_amazon_reviews_text_tokens",
+    "TextDomain",
+    "cached_text_embeddings",
+    "embedding_cache_dir",
     "DatasetNotFoundError",
     "ChecksumError",
     "DownloadError",
