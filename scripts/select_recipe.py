@@ -32,6 +32,11 @@ Usage (about 2-10 min per benchmark on 2 cores)::
     ADAPTLIB_DATA=/work/shared/data python scripts/select_recipe.py office-caltech10-surf --seeds 2 --workers 2
     python scripts/select_recipe.py mnist-usps-jda --seeds 2 --workers 2
     python scripts/select_recipe.py amazon-reviews --seeds 1 --workers 2
+    python scripts/select_recipe.py amazon-reviews-text --seeds 2 --workers 2
+
+For ``amazon-reviews-text`` (frozen all-MiniLM-L6-v2 embeddings, cached) there is no ``old``
+recipe; each domain's 2000 labelled reviews are its source data (the benchmark has no separate
+test split), and the same 80/20 split is used.
 
 It prints one line per recipe as it finishes, the ranked table (Markdown) and the choice,
 and writes ``<out>/<benchmark>.json`` (every run) and ``<out>/<benchmark>.md`` (the table).
@@ -83,6 +88,7 @@ PREPROCESSING: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
     "office-caltech10-surf": (("sqrt-zscore", {"preprocess": "sqrt-zscore"}),),
     "mnist-usps-jda": (("l2", {"normalize": "l2"}),),
     "amazon-reviews": (("log1p", {"transform": "log1p"}),),
+    "amazon-reviews-text": (),  # unit-norm sentence embeddings: nothing to transform
 }
 
 #: One-at-a-time changes to the centre, grouped by factor (the combined stage takes the best per factor).
@@ -104,10 +110,10 @@ CHANGES: Tuple[Tuple[str, str, Dict[str, Any]], ...] = (
 
 def candidates(benchmark: str) -> List[Tuple[str, str, Dict[str, Any]]]:
     """The first-stage grid of ``benchmark``: ``(factor, name, full recipe)`` triples."""
-    centre = dict(CENTRE, load_options=dict(OLD[benchmark]["load_options"]))
-    out = [("baseline", "old", dict(OLD[benchmark])),
-           ("baseline", "hand-written", dict(centre, bottleneck=None, bottleneck_norm=False)),
-           ("centre", "centre", centre)]
+    centre = dict(CENTRE, load_options=dict(OLD[benchmark]["load_options"]) if benchmark in OLD else {})
+    out = [("baseline", "old", dict(OLD[benchmark]))] if benchmark in OLD else []
+    out += [("baseline", "hand-written", dict(centre, bottleneck=None, bottleneck_norm=False)),
+            ("centre", "centre", centre)]
     for factor, name, change in CHANGES:
         out.append((factor, name, dict(centre, **change)))
     for name, options in PREPROCESSING[benchmark]:
@@ -126,10 +132,12 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
 
     Only source data is loaded: Office-Caltech10 and Amazon through their per-domain loaders
     (Amazon's labelled ``train`` split only; its ``test`` split, the DANN protocol's target
-    evaluation set, is never opened), MNIST-USPS as the source half of the task's file.
+    evaluation set, is never opened), MNIST-USPS as the source half of the task's file, Amazon
+    text as the cached embeddings of the domain's labelled reviews.
     """
     from adaptlib.datasets import amazon_reviews, office_caltech
     from adaptlib.datasets.amazon_reviews import load_amazon_reviews
+    from adaptlib.datasets.amazon_reviews_text import load_amazon_reviews_text_embeddings
     from adaptlib.datasets.digits import load_mnist_usps_jda
     from adaptlib.datasets.office_caltech import load_office_caltech10_surf
 
@@ -143,6 +151,9 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
         elif benchmark == "amazon-reviews":
             name = {v: k for k, v in amazon_reviews.DOMAIN_LETTERS.items()}[letter]
             out[letter] = load_amazon_reviews(name, "train", root, **load_options)
+        elif benchmark == "amazon-reviews-text":
+            name = {v: k for k, v in amazon_reviews.DOMAIN_LETTERS.items()}[letter]
+            out[letter] = load_amazon_reviews_text_embeddings(name, root, **load_options)
         elif benchmark == "mnist-usps-jda":
             source, _target = load_mnist_usps_jda(task.lower(), root, **load_options)
             del _target  # the file holds both domains; the target half is never used
@@ -327,7 +338,7 @@ def _describe(row: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("benchmark", choices=sorted(OLD))
+    p.add_argument("benchmark", choices=sorted(PREPROCESSING))
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.2, help="points (default 0.2)")

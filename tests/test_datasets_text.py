@@ -120,16 +120,25 @@ def test_benchmark_loads_embeddings_and_tokens(text_extra, data_root, tmp_path):
     assert tok.target_test.y.tolist() == [0] * 4 + [1] * 4
 
 
-def test_tiny_frozen_embedding_compare_run(text_extra, data_root, tmp_path):
-    from adaptlib.compare import CompareConfig, compare
+def test_tiny_frozen_embedding_compare_run(text_extra, data_root, tmp_path, capsys):
+    """`adaptlib compare amazon-reviews-text` end to end, on 12 + 12 reviews per domain."""
+    import json
 
-    cfg = CompareConfig(benchmark="amazon-reviews-text", methods=("source-only", "dann"), tasks=("B->K",), seeds=1,
-                        steps=30, batch_size=8, root=str(data_root), workers=1,
-                        load_options={"per_class": 12, "max_length": 32, "cache_dir": str(tmp_path)})
-    result = compare(cfg, progress=False)
-    assert [(r["method"], r["n_test"]) for r in result.records] == [("dann", 24), ("source-only", 24)]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in result.records)
-    assert "| B->K |" in result.markdown()
+    from adaptlib.cli import main
+
+    options = json.dumps({"per_class": 12, "max_length": 32, "cache_dir": str(tmp_path / "cache")})
+    argv = ["compare", "amazon-reviews-text", "--methods", "source-only,dann", "--tasks", "B->K", "--seeds", "1",
+            "--steps", "30", "--batch-size", "8", "--workers", "1", "--root", str(data_root), "--quiet",
+            "--load-options", options, "--output", str(tmp_path / "out")]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["config"]["load_options"]["per_class"] == 12 and saved["config"]["backbone"] == "mlp"
+    assert [(r["method"], r["n_test"]) for r in saved["records"]] == [("dann", 24), ("source-only", 24)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in saved["records"])
+    assert "| B->K |" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2  # the two domains, computed once
+    with pytest.raises(SystemExit):
+        main(["compare", "amazon-reviews-text", "--load-options", "[1]"])
 
 
 def test_finetune_step_changes_the_encoder(text_extra, data_root):

@@ -14,7 +14,7 @@
   domain), each review a frozen all-MiniLM-L6-v2 embedding (384-d, cached on disk); all 2000
   labelled source reviews, all 2000 target reviews unlabelled for adaptation and for the
   reported accuracy.
-* ``"amazon-reviews-text-finetune"``: the same tasks and protocol on token ids (128 per review),
+* ``"amazon-reviews-text-finetune"``: the same tasks and protocol on token ids (64 per review),
   for a model whose all-MiniLM-L6-v2 encoder is trained with the adaptation term.
 """
 from __future__ import annotations
@@ -316,7 +316,7 @@ BENCHMARKS: Dict[str, Benchmark] = {
         files=BENCHMARK_FILES["amazon-reviews-text-finetune"],
         protocol=(
             "The amazon-reviews-text protocol (all 2000 labelled source reviews; all 2000 target "
-            "reviews unlabelled for adaptation and for the reported accuracy) on token ids (128 per "
+            "reviews unlabelled for adaptation and for the reported accuracy) on token ids (64 per "
             "review): the all-MiniLM-L6-v2 encoder is part of the model and trained with the "
             "adaptation term."
         ),

@@ -167,6 +167,9 @@ def _write(path: Path, emb: torch.Tensor, texts_sha: str, encoder_id: Dict[str, 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache file is as readable as any other
         torch.save({"embeddings": emb.contiguous(), "texts_sha256": texts_sha, "encoder": encoder_id}, tmp)
         os.replace(tmp, path)
     except BaseException:
