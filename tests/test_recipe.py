@@ -212,7 +212,8 @@ def test_select_recipe_grid_for_the_text_benchmark():
     sr = _script()
     grid = sr.candidates("amazon-reviews-text")
     names = [n for _, n, _ in grid]
-    assert "old" not in names and {"centre", "hand-written", "lr3e-3", "batch64"} <= set(names)
+    assert "old" not in names and {"centre", "hand-written", "lr3e-3", "batch64", "steps500"} <= set(names)
     for _, _, recipe in grid:
         cfg = CompareConfig(benchmark="amazon-reviews-text", methods=("source-only",), **recipe).resolved()
         assert cfg.backbone == "mlp" and cfg.load_options == {}
+    assert "steps500" not in [n for _, n, _ in sr.candidates("amazon-reviews")]  # an extra of the text grid only

@@ -40,7 +40,7 @@ __all__ = ["load_amazon_reviews_text", "load_amazon_reviews_text_embeddings", "l
 #: Default truncation (tokens) of the frozen embeddings: sentence-transformers' ``max_seq_length``
 #: of all-MiniLM-L6-v2 (73 % of the books/dvd reviews fit whole, 87-91 % of electronics/kitchen).
 TEXT_EMBED_MAX_LENGTH = 256
-#: Default truncation (tokens) for fine-tuning on the CPU (FIT64 of a domain's reviews fit whole;
+#: Default truncation (tokens) for fine-tuning on the CPU (16-31 % of a domain's reviews fit whole;
 #: 42-68 % at 128 tokens).
 TEXT_FINETUNE_MAX_LENGTH = 64
 _POLARITIES = ("negative", "positive")  # label 0, label 1
