@@ -46,6 +46,16 @@ def test_benchmarks_are_registered_with_twelve_tasks():
     assert get_benchmark("amazon-reviews-text").input_dim == 384
 
 
+def test_domain_holds_float_features_or_int64_token_ids():
+    from adaptlib.datasets import Domain
+
+    y = torch.tensor([0, 1])
+    assert Domain("d", torch.tensor([[101, 102], [101, 102]]), y, ("n", "p")).input_dim == 2
+    for bad in (torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.int32)):
+        with pytest.raises(TypeError, match="int64 token ids"):
+            Domain("d", bad, y, ("n", "p"))
+
+
 def test_cache_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAPTLIB_CACHE", str(tmp_path / "c"))
     assert embedding_cache_dir() == tmp_path / "c" / "embeddings"
