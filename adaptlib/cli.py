@@ -35,6 +35,19 @@ def _method_kwargs(value: str) -> Dict[str, Any]:
     return parsed
 
 
+def _load_options(value: str) -> Dict[str, Any]:
+    """``--load-options``: a JSON object of loader options (checked by the loader before any run)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos + 1}) in {value!r}; "
+                                         "expected e.g. '{\"max_length\": 128}'") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of loader options, e.g. '{{\"max_length\": 128}}', "
+                                         f"got {value!r}")
+    return parsed
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -98,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: per benchmark)")
     c.add_argument("--label-smoothing", type=float, default=None,
                    help="label smoothing of the source cross-entropy, in [0, 1) (default: per benchmark)")
+    c.add_argument("--load-options", type=_load_options, default=None,
+                   help="JSON loader options replacing the benchmark's, e.g. '{\"max_length\": 256}' for the text "
+                        "benchmarks (default: per benchmark)")
+    c.add_argument("--backbone-lr-multiplier", type=float, default=None,
+                   help="learning rate of the backbone relative to --lr (default: per benchmark; 0.03 for "
+                        "amazon-reviews-text-finetune's encoder)")
     c.add_argument("--shots", type=int, default=3, help="labelled target samples per class for fine-tuning (default: 3)")
     c.add_argument("--method-kwargs", type=_method_kwargs, default={},
                    help=f"JSON hyper-parameters per method of --methods, e.g. '{_KWARGS_EXAMPLE}' "
@@ -217,7 +236,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                                lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
-                               label_smoothing=args.label_smoothing, shots=args.shots, root=args.root,
+                               label_smoothing=args.label_smoothing, load_options=args.load_options,
+                               backbone_lr_multiplier=args.backbone_lr_multiplier, shots=args.shots, root=args.root,
                                download=args.download, workers=args.workers, method_kwargs=args.method_kwargs,
                                device=args.device, precision=args.precision)
         result = compare(config, progress=not args.quiet)

@@ -39,8 +39,8 @@ from .trainer import Trainer
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
-           "check_output_folder", "RECIPE_KEYS", "build_model", "build_trainer", "USER_DATA_SETTINGS", "settings_for",
-           "default_output"]
+           "check_output_folder", "RECIPE_KEYS", "BACKBONES", "build_model", "build_trainer", "USER_DATA_SETTINGS",
+           "settings_for", "default_output"]
 
 #: The files :meth:`ComparisonResult.save` writes into its folder.
 RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
@@ -56,7 +56,12 @@ DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "dann", "dan", "deep-coral", 
 #: optimizer, schedule, budget, loss and input preprocessing.
 RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_norm", "steps", "batch_size",
                                 "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "label_smoothing",
-                                "load_options")
+                                "load_options", "backbone", "backbone_lr_multiplier")
+
+#: Backbones :func:`build_model` can put in front of the shared MLP: ``"mlp"`` (none: the MLP reads
+#: the features) or ``"all-MiniLM-L6-v2"`` (a trainable :class:`~adaptlib.backbones.SentenceEncoder`
+#: reads token ids; needs the ``text`` extra).
+BACKBONES: Tuple[str, ...] = ("mlp", "all-MiniLM-L6-v2")
 
 # One network and one budget per benchmark, shared by every method (the point of the comparison).
 # Each recipe is the one scripts/select_recipe.py ranked first on held-out *source* data
@@ -64,16 +69,33 @@ RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_n
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
     "office-caltech10-surf": dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False, steps=1000,
                                   batch_size=64, optimizer="adam", lr=3e-3, momentum=0.9, weight_decay=0.0,
-                                  lr_schedule="cosine", label_smoothing=0.1, load_options={"preprocess": "sqrt-zscore"}),
+                                  lr_schedule="cosine", label_smoothing=0.1, load_options={"preprocess": "sqrt-zscore"},
+                                  backbone="mlp", backbone_lr_multiplier=1.0),
     # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
     # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
     # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
     "mnist-usps-jda": dict(hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True, steps=2000,
                            batch_size=64, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.01,
-                           lr_schedule="cosine", label_smoothing=0.1, load_options={"normalize": "l2"}),
+                           lr_schedule="cosine", label_smoothing=0.1, load_options={"normalize": "l2"},
+                           backbone="mlp", backbone_lr_multiplier=1.0),
     "amazon-reviews": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
                            batch_size=32, optimizer="adam", lr=3e-4, momentum=0.9, weight_decay=0.0,
-                           lr_schedule="constant", label_smoothing=0.0, load_options={}),
+                           lr_schedule="constant", label_smoothing=0.0, load_options={},
+                           backbone="mlp", backbone_lr_multiplier=1.0),
+    # Frozen all-MiniLM-L6-v2 embeddings (384-d, unit norm), cached per domain; the `cosine` recipe of
+    # scripts/select_recipe.py (held-out source reviews; docs/recipe.md).
+    "amazon-reviews-text": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
+                                batch_size=32, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0,
+                                lr_schedule="cosine", label_smoothing=0.0, load_options={},
+                                backbone="mlp", backbone_lr_multiplier=1.0),
+    # The encoder trained with the adaptation term: the head of amazon-reviews-text on top of it, the
+    # encoder at a 30x smaller learning rate (3e-5, the usual BERT range), and a budget the CPU can
+    # afford (a step of 8 + 8 reviews of 64 tokens costs about 1.5 s on one core; see docs/text.md).
+    "amazon-reviews-text-finetune": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
+                                         steps=150, batch_size=8, optimizer="adamw", lr=1e-3, momentum=0.9,
+                                         weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.0,
+                                         load_options={"max_length": 64}, backbone="all-MiniLM-L6-v2",
+                                         backbone_lr_multiplier=0.03),
 }
 
 #: The recipe of a folder benchmark (the user's own domains, ``"folder:<path>"``): a generic
@@ -123,6 +145,10 @@ class CompareConfig:
             :class:`~adaptlib.Trainer` recipe (``None``: benchmark default).
         hidden, bottleneck, dropout, bottleneck_norm: the shared MLP backbone and bottleneck
             (:func:`build_model`; ``None``: default).
+        backbone: what reads the inputs before the MLP, one of :data:`BACKBONES` (``None``:
+            the benchmark default; ``"mlp"`` for feature benchmarks).
+        backbone_lr_multiplier: learning rate of the backbone (the encoder and the MLP) relative
+            to ``lr`` (``None``: the benchmark default; 1 for feature benchmarks).
         load_options: preprocessing options of the benchmark's loader, e.g.
             ``{"preprocess": "zscore"}`` (``None``: the benchmark default in
             ``BENCHMARK_SETTINGS``).
@@ -151,6 +177,8 @@ class CompareConfig:
     lr_schedule: Optional[str] = None
     label_smoothing: Optional[float] = None
     load_options: Optional[Dict[str, Any]] = None
+    backbone: Optional[str] = None
+    backbone_lr_multiplier: Optional[float] = None
     shots: int = 3
     root: Optional[str] = None
     download: bool = False
@@ -175,6 +203,8 @@ class CompareConfig:
         out.precision = MixedPrecision(out.precision, torch.device(out.device)).precision
         out.load_options = dict(out.load_options)  # type: ignore[arg-type]
         out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
+        if out.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {out.backbone!r}")
         out.methods = tuple(out.methods)
         for m in out.methods:
             if "+" in m and m not in METHODS and all(part in METHODS for part in m.split("+")):
@@ -287,14 +317,29 @@ def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> Adap
     """The shared network of a (resolved) ``config``: ``mlp(input_dim, hidden, dropout)`` then the bottleneck.
 
     Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (``(N, hidden[-1])`` without a
-    bottleneck); logits ``(N, num_classes)``. Seed torch before calling it for a seeded run.
+    bottleneck); logits ``(N, num_classes)``. With ``config.backbone == "all-MiniLM-L6-v2"``
+    the backbone is ``SentenceEncoder() -> mlp(384, hidden, dropout)``: inputs are token ids
+    ``(N, L)`` int64 (``input_dim`` is then ignored) and the pretrained encoder is trained with
+    the rest. Seed torch before calling it for a seeded run.
 
     Raises:
         ValueError: as :func:`~adaptlib.models.mlp` and :class:`~adaptlib.models.AdaptModel`
-            (bad widths, dropout outside [0, 1), ``bottleneck_norm`` without a bottleneck).
+            (bad widths, dropout outside [0, 1), ``bottleneck_norm`` without a bottleneck), or an
+            unknown ``backbone``.
+        ImportError: a text backbone without the ``text`` extra.
     """
-    return AdaptModel(mlp(input_dim, config.hidden, dropout=config.dropout),  # type: ignore[arg-type]
-                      num_classes=num_classes, bottleneck_dim=config.bottleneck, dropout=0.0,
+    backbone = getattr(config, "backbone", None) or "mlp"
+    if backbone == "mlp":
+        net: torch.nn.Module = mlp(input_dim, config.hidden, dropout=config.dropout)  # type: ignore[arg-type]
+    elif backbone == "all-MiniLM-L6-v2":
+        from .backbones import SentenceEncoder
+
+        encoder = SentenceEncoder()
+        net = torch.nn.Sequential(encoder, mlp(encoder.output_dim, config.hidden,  # type: ignore[arg-type]
+                                               dropout=config.dropout))  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+    return AdaptModel(net, num_classes=num_classes, bottleneck_dim=config.bottleneck, dropout=0.0,
                       bottleneck_norm=bool(config.bottleneck_norm))
 
 
@@ -307,8 +352,10 @@ def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: i
     Raises:
         ValueError / TypeError: as the Trainer, for a bad recipe value.
     """
+    multiplier = getattr(config, "backbone_lr_multiplier", None) or 1.0
     return Trainer(model, method, steps=config.steps, batch_size=config.batch_size,  # type: ignore[arg-type]
                    optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,  # type: ignore[arg-type]
+                   backbone_lr_multiplier=multiplier,
                    weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,  # type: ignore[arg-type]
                    label_smoothing=config.label_smoothing, seed=seed,  # type: ignore[arg-type]
                    device=getattr(config, "device", "cpu"), precision=getattr(config, "precision", "32"),
@@ -435,9 +482,12 @@ class ComparisonResult:
             cells = [f"{100 * summary[task, m]['mean']:.1f} ± {100 * summary[task, m]['std']:.1f}" for m in methods]
             name = "**Mean**" if task == "Mean" else task
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        network = "the same MLP for every method"
+        if self.config.backbone not in (None, "mlp"):
+            network = (f"the same {self.config.backbone} encoder + MLP for every method, the encoder trained at "
+                       f"{self.config.backbone_lr_multiplier:g} x lr")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
-                f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, "
-                f"the same MLP for every method"
+                f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, {network}"
                 + (f", {self.config.precision} mixed precision" if self.config.precision != "32" else "") + ".")
         if any(METHODS[m].uses_target_labels for m in methods):
             note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "

@@ -58,6 +58,9 @@ def mlp(in_dim: int, hidden: Sequence[int], *, dropout: float = 0.0) -> nn.Seque
 
 
 def _infer_out_features(module: nn.Module) -> Optional[int]:
+    declared = getattr(module, "output_dim", None)  # a backbone that states its width (SentenceEncoder)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+        return declared
     for m in reversed(list(module.modules())):
         if isinstance(m, nn.Linear):
             return m.out_features
@@ -75,8 +78,9 @@ class AdaptModel(nn.Module):
         backbone: any ``nn.Module`` mapping inputs ``(N, ...)`` to ``(N, backbone_dim)``
             features (an :func:`mlp` for feature benchmarks, a CNN for images).
         num_classes: number of classes ``C`` of the head.
-        backbone_dim: output width of ``backbone``; inferred from its last ``nn.Linear`` when
-            omitted.
+        backbone_dim: output width of ``backbone``; when omitted, the backbone's ``output_dim``
+            attribute if it has one (:class:`~adaptlib.backbones.SentenceEncoder`), else the
+            width of its last ``nn.Linear``.
         bottleneck_dim: width ``F`` of the bottleneck, or ``None`` for no bottleneck (then
             ``F = backbone_dim``).
         dropout: dropout applied after the bottleneck activation.

@@ -59,6 +59,7 @@ REFERENCE = {
     "adaptlib.models": "reference/adaptlib",
     "adaptlib.labels": "reference/adaptlib",
     "adaptlib.estimator": "reference/adaptlib",
+    "adaptlib.backbones": "reference/backbones",
 }
 
 
@@ -204,7 +205,12 @@ def _readme_tables() -> Dict[str, Tuple[List[str], Dict[str, List[str]]]]:
     out = {}
     for block in re.split(r"^### ", text, flags=re.M)[1:]:
         heading = block.splitlines()[0].strip()
-        rows = [ln for ln in block.splitlines() if ln.startswith("|")]
+        rows = []
+        for ln in block.splitlines():  # the first table only: its contiguous run of "|" lines
+            if ln.startswith("|"):
+                rows.append(ln)
+            elif rows:
+                break
         if len(rows) < 3:
             continue
         cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]

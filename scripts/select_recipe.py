@@ -32,6 +32,11 @@ Usage (about 2-10 min per benchmark on 2 cores)::
     ADAPTLIB_DATA=/work/shared/data python scripts/select_recipe.py office-caltech10-surf --seeds 2 --workers 2
     python scripts/select_recipe.py mnist-usps-jda --seeds 2 --workers 2
     python scripts/select_recipe.py amazon-reviews --seeds 1 --workers 2
+    python scripts/select_recipe.py amazon-reviews-text --seeds 2 --workers 2
+
+For ``amazon-reviews-text`` (frozen all-MiniLM-L6-v2 embeddings, cached) there is no ``old``
+recipe; each domain's 2000 labelled reviews are its source data (the benchmark has no separate
+test split), and the same 80/20 split is used.
 
 It prints one line per recipe as it finishes, the ranked table (Markdown) and the choice,
 and writes ``<out>/<benchmark>.json`` (every run) and ``<out>/<benchmark>.md`` (the table).
@@ -83,6 +88,7 @@ PREPROCESSING: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
     "office-caltech10-surf": (("sqrt-zscore", {"preprocess": "sqrt-zscore"}),),
     "mnist-usps-jda": (("l2", {"normalize": "l2"}),),
     "amazon-reviews": (("log1p", {"transform": "log1p"}),),
+    "amazon-reviews-text": (),  # unit-norm sentence embeddings: nothing to transform
 }
 
 #: One-at-a-time changes to the centre, grouped by factor (the combined stage takes the best per factor).
@@ -102,13 +108,25 @@ CHANGES: Tuple[Tuple[str, str, Dict[str, Any]], ...] = (
 )
 
 
+#: Changes tried on one benchmark only (beside CHANGES): shorter budgets for the small 384-d
+#: sentence embeddings, where 1000 steps of batch 32 are 16 epochs of a source domain.
+EXTRA_CHANGES: Dict[str, Tuple[Tuple[str, str, Dict[str, Any]], ...]] = {
+    "amazon-reviews-text": (("steps", "steps500", dict(steps=500)),),
+}
+
+
+def changes_of(benchmark: str) -> Tuple[Tuple[str, str, Dict[str, Any]], ...]:
+    """The one-at-a-time changes of ``benchmark``'s grid: CHANGES plus its EXTRA_CHANGES."""
+    return CHANGES + EXTRA_CHANGES.get(benchmark, ())
+
+
 def candidates(benchmark: str) -> List[Tuple[str, str, Dict[str, Any]]]:
     """The first-stage grid of ``benchmark``: ``(factor, name, full recipe)`` triples."""
-    centre = dict(CENTRE, load_options=dict(OLD[benchmark]["load_options"]))
-    out = [("baseline", "old", dict(OLD[benchmark])),
-           ("baseline", "hand-written", dict(centre, bottleneck=None, bottleneck_norm=False)),
-           ("centre", "centre", centre)]
-    for factor, name, change in CHANGES:
+    centre = dict(CENTRE, load_options=dict(OLD[benchmark]["load_options"]) if benchmark in OLD else {})
+    out = [("baseline", "old", dict(OLD[benchmark]))] if benchmark in OLD else []
+    out += [("baseline", "hand-written", dict(centre, bottleneck=None, bottleneck_norm=False)),
+            ("centre", "centre", centre)]
+    for factor, name, change in changes_of(benchmark):
         out.append((factor, name, dict(centre, **change)))
     for name, options in PREPROCESSING[benchmark]:
         out.append(("preprocessing", name, dict(centre, load_options=options)))
@@ -126,10 +144,12 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
 
     Only source data is loaded: Office-Caltech10 and Amazon through their per-domain loaders
     (Amazon's labelled ``train`` split only; its ``test`` split, the DANN protocol's target
-    evaluation set, is never opened), MNIST-USPS as the source half of the task's file.
+    evaluation set, is never opened), MNIST-USPS as the source half of the task's file, Amazon
+    text as the cached embeddings of the domain's labelled reviews.
     """
     from adaptlib.datasets import amazon_reviews, office_caltech
     from adaptlib.datasets.amazon_reviews import load_amazon_reviews
+    from adaptlib.datasets.amazon_reviews_text import load_amazon_reviews_text_embeddings
     from adaptlib.datasets.digits import load_mnist_usps_jda
     from adaptlib.datasets.office_caltech import load_office_caltech10_surf
 
@@ -143,6 +163,9 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
         elif benchmark == "amazon-reviews":
             name = {v: k for k, v in amazon_reviews.DOMAIN_LETTERS.items()}[letter]
             out[letter] = load_amazon_reviews(name, "train", root, **load_options)
+        elif benchmark == "amazon-reviews-text":
+            name = {v: k for k, v in amazon_reviews.DOMAIN_LETTERS.items()}[letter]
+            out[letter] = load_amazon_reviews_text_embeddings(name, root, **load_options)
         elif benchmark == "mnist-usps-jda":
             source, _target = load_mnist_usps_jda(task.lower(), root, **load_options)
             del _target  # the file holds both domains; the target half is never used
@@ -285,7 +308,7 @@ def combine(benchmark: str, rows: List[Dict[str, Any]]) -> Optional[Tuple[List[s
         return None
     recipe = dict(centre["settings"])
     names = []
-    changes = {name: change for _, name, change in CHANGES}
+    changes = {name: change for _, name, change in changes_of(benchmark)}
     changes.update({name: {"load_options": opts} for name, opts in PREPROCESSING[benchmark]})
     for factor in sorted(best):
         names.append(best[factor]["recipe"])
@@ -319,7 +342,7 @@ def _describe(row: Dict[str, Any]) -> str:
             "+BN" if s["bottleneck_norm"] else "")
         opt = f"{s['optimizer']} lr {s['lr']:g} {s['lr_schedule']}, wd {s['weight_decay']:g}"
         return f"{net}; {opt}; {s['steps']}x{s['batch_size']}; ls {s['label_smoothing']}; {s['load_options'] or 'default'}"
-    changes = {name: change for _, name, change in CHANGES}
+    changes = {name: change for factor, name, change in CHANGES + sum(EXTRA_CHANGES.values(), ())}
     if row["recipe"] in changes:
         return ", ".join(f"{k}={v}" for k, v in changes[row["recipe"]].items())
     return f"load_options={s['load_options']}"
@@ -327,7 +350,7 @@ def _describe(row: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("benchmark", choices=sorted(OLD))
+    p.add_argument("benchmark", choices=sorted(PREPROCESSING))
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.2, help="points (default 0.2)")

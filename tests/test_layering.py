@@ -1,7 +1,8 @@
 """The import graph of adaptlib: no cycles, and every layer imports only from the ones below.
 
 Layers, bottom to top: ``losses`` and ``kernels`` (with the shared helpers ``_checks``,
-``_streams``, ``labels``), ``methods``, ``models``, ``trainer``, then ``compare``, ``studies``,
+``_streams``, ``labels``), ``methods``, ``models`` and ``backbones`` (pretrained networks a
+model is built from), ``trainer``, then ``compare``, ``studies``,
 ``validation``, ``distributed`` and ``datasets`` on top of the trainer, and ``cli`` last.
 Imports are read with :mod:`ast` (also those inside functions, which Python resolves lazily),
 so no module is executed.
@@ -134,13 +135,15 @@ FORBIDDEN = {
     "losses": ["methods", "trainer", "compare", "studies", "cli", "models"],
     "kernels": ["losses", "methods", "trainer", "compare", "studies", "cli", "models"],
     "methods": ["trainer", "compare", "studies", "cli"],
+    "backbones": ["losses", "kernels", "methods", "trainer", "compare", "studies", "cli", "datasets", "validation",
+                  "estimator"],
     "trainer": ["compare", "studies", "cli", "estimator"],
     "estimator": ["compare", "studies", "cli"],
     "compare": ["studies", "cli"],
     "studies": ["cli"],
 }
 LAYERS = {f"adaptlib.{name}": name for name in FORBIDDEN}
-LAYERS["adaptlib.cli"] = "cli"
+LAYERS.update({"adaptlib.cli": "cli", "adaptlib.datasets": "datasets", "adaptlib.validation": "validation"})
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))

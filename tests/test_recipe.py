@@ -205,3 +205,15 @@ def test_select_recipe_grid_and_choice():
     rows = [{"recipe": "a", "mean": 0.800, "cost": 10}, {"recipe": "b", "mean": 0.799, "cost": 5},
             {"recipe": "c", "mean": 0.790, "cost": 1}]
     assert sr.choose(rows, 0.002)["recipe"] == "b"  # the cheapest within 0.2 points of the best
+
+
+def test_select_recipe_grid_for_the_text_benchmark():
+    """amazon-reviews-text has no pre-issue-10 recipe: the grid starts at the plain loop and the centre."""
+    sr = _script()
+    grid = sr.candidates("amazon-reviews-text")
+    names = [n for _, n, _ in grid]
+    assert "old" not in names and {"centre", "hand-written", "lr3e-3", "batch64", "steps500"} <= set(names)
+    for _, _, recipe in grid:
+        cfg = CompareConfig(benchmark="amazon-reviews-text", methods=("source-only",), **recipe).resolved()
+        assert cfg.backbone == "mlp" and cfg.load_options == {}
+    assert "steps500" not in [n for _, n, _ in sr.candidates("amazon-reviews")]  # an extra of the text grid only

@@ -15,7 +15,10 @@ Your own domains (a folder of ``<domain>_X.npy``/``<domain>_y.npy`` pairs, CSV f
 folders) are a benchmark too: ``get_benchmark("folder:/path/to/domains")``
 (:mod:`adaptlib.datasets.folders`).
 
-Each loader's docstring gives its shapes, dtypes, preprocessing and the papers to cite.
+Each loader's docstring gives its shapes, dtypes, preprocessing and the papers to cite. The text
+benchmarks (``amazon-reviews-text``, ``amazon-reviews-text-finetune``) need the ``text`` extra
+(``pip install -e ".[text]"``); their frozen embeddings are cached under
+:func:`embedding_cache_dir`.
 """
 from ._files import (
     ChecksumError,
@@ -27,10 +30,13 @@ from ._files import (
     fetch,
 )
 from .amazon_reviews import load_amazon_reviews
+from .amazon_reviews_text import (load_amazon_reviews_text, load_amazon_reviews_text_embeddings,
+                                  load_amazon_reviews_text_tokens)
 from .benchmarks import BENCHMARKS, Benchmark, TransferTask, folder_benchmark, get_benchmark
 from .digits import load_mnist_usps_jda
 from .folders import folder_spec, load_folder_domains
 from .office_caltech import load_office_caltech10_surf
+from .text import TextDomain, cached_text_embeddings, embedding_cache_dir
 
 __all__ = [
     "data_root",
@@ -47,6 +53,12 @@ __all__ = [
     "load_folder_domains",
     "folder_spec",
     "folder_benchmark",
+    "load_amazon_reviews_text",
+    "load_amazon_reviews_text_embeddings",
+    "load_amazon_reviews_text_tokens",
+    "TextDomain",
+    "cached_text_embeddings",
+    "embedding_cache_dir",
     "DatasetNotFoundError",
     "ChecksumError",
     "DownloadError",

@@ -86,7 +86,9 @@ class Domain:
 
     Attributes:
         name: domain name, e.g. ``"amazon"`` or ``"usps"``.
-        x: features, shape ``(N, D)``, dtype ``torch.float32``, on CPU.
+        x: features, shape ``(N, D)``, dtype ``torch.float32``, on CPU; or, for text read by a
+            trainable encoder (``amazon-reviews-text-finetune``), token ids, shape ``(N, L)``,
+            dtype ``torch.int64`` (``L`` tokens per row, padded; ``input_dim`` is then ``L``).
         y: labels, shape ``(N,)``, dtype ``torch.int64``, values in ``0..C-1``.
         classes: the ``C`` class names; ``classes[k]`` is the name of label ``k``.
 
@@ -106,9 +108,10 @@ class Domain:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"Domain name must be a non-empty str, got {self.name!r}")
-        if not isinstance(self.x, torch.Tensor) or self.x.dtype != torch.float32 or self.x.dim() != 2:
+        if not isinstance(self.x, torch.Tensor) or self.x.dtype not in (torch.float32, torch.int64) \
+                or self.x.dim() != 2:
             raise TypeError(
-                "Domain x must be a float32 torch.Tensor of shape (N, D), got "
+                "Domain x must be a float32 torch.Tensor of shape (N, D) (or int64 token ids (N, L)), got "
                 f"{type(self.x).__name__} {getattr(self.x, 'dtype', '')} {tuple(getattr(self.x, 'shape', ()))}"
             )
         if not isinstance(self.y, torch.Tensor) or self.y.dtype != torch.int64 or self.y.dim() != 1:
@@ -137,7 +140,7 @@ class Domain:
 
     @property
     def input_dim(self) -> int:
-        """Feature dimension ``D``."""
+        """Feature dimension ``D`` (tokens per row ``L`` for token ids)."""
         return int(self.x.shape[1])
 
     def __len__(self) -> int:
@@ -180,6 +183,7 @@ class FileSpec:
 
 _JDA = ("AngryCarrot/JDA", "12167daf32b01a07b85fdfa3db57a42b3be7eefe")
 _DANN = ("GRAAL-Research/domain_adversarial_neural_network", "74eec5e0ae06bd6614bce048abba492c16a633e3")
+_SCL = ("yftah89/structural-correspondence-learning-SCL", "75988b0a47300d2352ccd07b2834a233674678c6")
 
 
 def _spec(folder: str, name: str, sha: str, source: Tuple[str, str], source_dir: str = "data") -> FileSpec:
@@ -233,6 +237,23 @@ REGISTRY: Dict[str, FileSpec] = {
               "a70b5ebfe1413e0e16280360905f5c3b64389c435cd20c0165dc9d7f293b31b5", _DANN),
         _spec("amazon_reviews_dann", "kitchen_test.svmlight",
               "e1502b97a824eb12314be4447394fa736fecb781c0724e6529cd6733ac7ff6d8", _DANN),
+        # The same Blitzer et al. (2007) labelled reviews as raw text, from the SCL repository's data/.
+        _spec("amazon_reviews_raw", "books/negative.parsed",
+              "c212e6f8601db51807baefc7db44e0c96c900fb53da16e57beaa7b96074a9c58", _SCL),
+        _spec("amazon_reviews_raw", "books/positive.parsed",
+              "b740263ec09f4e8b070ba82dd160306d0bd870eb394bc8d6e191d76986c30b98", _SCL),
+        _spec("amazon_reviews_raw", "dvd/negative.parsed",
+              "58c9e62eb5e97de4dbc7817d4549c6cd23fb947d6403eaddae1cebc7a8459b17", _SCL),
+        _spec("amazon_reviews_raw", "dvd/positive.parsed",
+              "3258e0b744068d5cf493b585edba40bd9f29ff457f7ff01be8b94c3af792047c", _SCL),
+        _spec("amazon_reviews_raw", "electronics/negative.parsed",
+              "f09930ad7cbf8e6e3be6add636c932c197ec7d55f351907d6c3cadc22bf4eeb0", _SCL),
+        _spec("amazon_reviews_raw", "electronics/positive.parsed",
+              "f4eee889891058bee5c0773f7c6862f8dc9ea59ef182d170ee42de2ff2c4844e", _SCL),
+        _spec("amazon_reviews_raw", "kitchen/negative.parsed",
+              "a73bb3dcbe165d18983aa37fa8afc1b745a643582b422b78d1d95ee4e0576318", _SCL),
+        _spec("amazon_reviews_raw", "kitchen/positive.parsed",
+              "bf12d5495293d490c61665111f55e33243cfa7281b96e62e467bc84d3b7e7a58", _SCL),
     ]
 }
 
@@ -247,7 +268,13 @@ BENCHMARK_FILES: Dict[str, Tuple[str, ...]] = {
         for d in ("books", "dvd", "electronics", "kitchen")
         for s in ("train", "test")
     ),
+    "amazon-reviews-text": tuple(
+        f"amazon_reviews_raw/{d}/{p}.parsed"
+        for d in ("books", "dvd", "electronics", "kitchen")
+        for p in ("negative", "positive")
+    ),
 }
+BENCHMARK_FILES["amazon-reviews-text-finetune"] = BENCHMARK_FILES["amazon-reviews-text"]
 
 
 # --------------------------------------------------------------------------------------

@@ -10,6 +10,12 @@
 * ``"amazon-reviews"``: 12 tasks over Books, DVD, Electronics, Kitchen (5000-d, 2 classes);
   DANN protocol (Ganin et al., JMLR 2016, Sec. 5.1): source = ``S_train`` (labelled),
   adaptation on ``T_train`` (labels ignored), accuracy on ``T_test``.
+* ``"amazon-reviews-text"``: the same 12 tasks on the raw review texts (2000 labelled reviews per
+  domain), each review a frozen all-MiniLM-L6-v2 embedding (384-d, cached on disk); all 2000
+  labelled source reviews, all 2000 target reviews unlabelled for adaptation and for the
+  reported accuracy.
+* ``"amazon-reviews-text-finetune"``: the same tasks and protocol on token ids (64 per review),
+  for a model whose all-MiniLM-L6-v2 encoder is trained with the adaptation term.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from . import amazon_reviews, office_caltech
 from ._files import BENCHMARK_FILES, Domain, PathLike
 from .amazon_reviews import load_amazon_reviews
+from .amazon_reviews_text import (TEXT_FINETUNE_MAX_LENGTH, load_amazon_reviews_text_embeddings,
+                                  load_amazon_reviews_text_tokens)
 from .digits import load_mnist_usps_jda
 from .folders import FOLDER_PREFIX
 from .office_caltech import load_office_caltech10_surf
@@ -136,7 +144,9 @@ class Benchmark:
             download: download missing files.
             **options: forwarded to the domain loader to deviate from the default
                 preprocessing (``preprocess=`` for Office-Caltech10, ``normalize=`` for
-                MNIST-USPS, ``transform=`` for Amazon). Leave empty for the standard protocol.
+                MNIST-USPS, ``transform=`` for Amazon, ``max_length=`` and ``cache_dir=`` for
+                Amazon text, ``max_length=`` for its fine-tuning variant). Leave empty for the
+                standard protocol.
 
         Returns:
             :class:`TransferTask` whose domains are fresh tensors (parsed files are cached
@@ -192,6 +202,22 @@ def _build_amazon(task: str, root, download: bool, **options):
     source = load_amazon_reviews(s, "train", root, download, **options)
     target_train = load_amazon_reviews(t, "train", root, download, **options)
     target_test = load_amazon_reviews(t, "test", root, download, **options)
+    return source, target_train, target_test
+
+
+def _build_amazon_text(task: str, root, download: bool, **options):
+    s, t = (_AMAZON_NAMES[p] for p in task.split("->"))
+    source = load_amazon_reviews_text_embeddings(s, root, download, **options)
+    target_train = load_amazon_reviews_text_embeddings(t, root, download, **options)
+    target_test = load_amazon_reviews_text_embeddings(t, root, download, **options)
+    return source, target_train, target_test
+
+
+def _build_amazon_tokens(task: str, root, download: bool, **options):
+    s, t = (_AMAZON_NAMES[p] for p in task.split("->"))
+    source = load_amazon_reviews_text_tokens(s, root, download, **options)
+    target_train = load_amazon_reviews_text_tokens(t, root, download, **options)
+    target_test = load_amazon_reviews_text_tokens(t, root, download, **options)
     return source, target_train, target_test
 
 
@@ -263,6 +289,44 @@ BENCHMARKS: Dict[str, Benchmark] = {
         ),
         _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
         _build=_build_amazon,
+    ),
+    "amazon-reviews-text": Benchmark(
+        name="amazon-reviews-text",
+        tasks=_AMAZON_TASKS,
+        num_classes=2,
+        input_dim=384,
+        files=BENCHMARK_FILES["amazon-reviews-text"],
+        protocol=(
+            "Raw-text protocol (no unlabelled review files): source = all 2000 labelled reviews of "
+            "the source domain; adaptation on all 2000 reviews of the target domain (labels "
+            "ignored); accuracy on the same 2000 target reviews. Features: frozen all-MiniLM-L6-v2 "
+            "embeddings (mean pooling, L2-normalised, 256 tokens), cached on disk per domain."
+        ),
+        citation=(
+            "Blitzer et al., ACL 2007; Ziser & Reichart, Neural Structural Correspondence Learning "
+            "for Domain Adaptation, CoNLL 2017 (the text files); Reimers & Gurevych, Sentence-BERT, "
+            "EMNLP 2019 (the encoder)."
+        ),
+        _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
+        _build=_build_amazon_text,
+    ),
+    "amazon-reviews-text-finetune": Benchmark(
+        name="amazon-reviews-text-finetune",
+        tasks=_AMAZON_TASKS,
+        num_classes=2,
+        input_dim=TEXT_FINETUNE_MAX_LENGTH,
+        files=BENCHMARK_FILES["amazon-reviews-text-finetune"],
+        protocol=(
+            "The amazon-reviews-text protocol (all 2000 labelled source reviews; all 2000 target "
+            "reviews unlabelled for adaptation and for the reported accuracy) on token ids (64 per "
+            "review): the all-MiniLM-L6-v2 encoder is part of the model and trained with the "
+            "adaptation term."
+        ),
+        citation=(
+            "Blitzer et al., ACL 2007; Ziser & Reichart, CoNLL 2017; Reimers & Gurevych, EMNLP 2019."
+        ),
+        _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
+        _build=_build_amazon_tokens,
     ),
 }
 
