@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -34,12 +35,12 @@ import torch
 
 from .methods import METHODS, get_method
 from .methods.search_space import check_hparams
-from .models import AdaptModel, mlp
+from .models import AdaptModel, lenet, mlp
 from .trainer import Trainer
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
-           "check_output_folder", "RECIPE_KEYS", "build_model", "build_trainer"]
+           "check_output_folder", "RECIPE_KEYS", "BACKBONES", "build_model", "build_trainer"]
 
 #: The files :meth:`ComparisonResult.save` writes into its folder.
 RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
@@ -48,7 +49,10 @@ DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "finetune", "dann", "dan", "d
 
 #: The recipe fields of a :class:`CompareConfig` (and of each ``BENCHMARK_SETTINGS`` entry): network,
 #: optimizer, schedule, budget, loss and input preprocessing.
-RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_norm", "steps", "batch_size",
+
+#: Backbones :func:`build_model` can build (the ``backbone`` recipe field).
+BACKBONES: Tuple[str, ...] = ("mlp", "lenet", "efficientnet-lite0")
+RECIPE_KEYS: Tuple[str, ...] = ("backbone", "hidden", "bottleneck", "dropout", "bottleneck_norm", "steps", "batch_size",
                                 "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "label_smoothing",
                                 "load_options")
 
@@ -56,18 +60,25 @@ RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_n
 # Each recipe is the one scripts/select_recipe.py ranked first on held-out *source* data
 # (20 % of each source domain per class); no target label was used. See docs/recipe.md.
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "office-caltech10-surf": dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False, steps=1000,
+    "office-caltech10-surf": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False, steps=1000,
                                   batch_size=64, optimizer="adam", lr=3e-3, momentum=0.9, weight_decay=0.0,
                                   lr_schedule="cosine", label_smoothing=0.1, load_options={"preprocess": "sqrt-zscore"}),
     # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
     # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
     # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
-    "mnist-usps-jda": dict(hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True, steps=2000,
+    "mnist-usps-jda": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True, steps=2000,
                            batch_size=64, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.01,
                            lr_schedule="cosine", label_smoothing=0.1, load_options={"normalize": "l2"}),
-    "amazon-reviews": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
+    "amazon-reviews": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
                            batch_size=32, optimizer="adam", lr=3e-4, momentum=0.9, weight_decay=0.0,
                            lr_schedule="constant", label_smoothing=0.0, load_options={}),
+    "digits-images": dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True,
+                          steps=2000, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0,
+                          lr_schedule="cosine", label_smoothing=0.0, load_options={}),
+    "digits-images-efficientnet": dict(backbone="efficientnet-lite0", hidden=(1280,), bottleneck=256, dropout=0.0,
+                                       bottleneck_norm=True, steps=500, batch_size=32, optimizer="adam", lr=1e-3,
+                                       momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.0,
+                                       load_options={"size": 32}),
 }
 
 
@@ -85,8 +96,10 @@ class CompareConfig:
         steps, batch_size, lr: Trainer budget and optimizer (``None``: benchmark default).
         optimizer, momentum, weight_decay, lr_schedule, label_smoothing: the rest of the
             :class:`~adaptlib.Trainer` recipe (``None``: benchmark default).
-        hidden, bottleneck, dropout, bottleneck_norm: the shared MLP backbone and bottleneck
-            (:func:`build_model`; ``None``: default).
+        backbone: ``"mlp"``, ``"lenet"`` or ``"efficientnet-lite0"`` (:data:`BACKBONES`,
+            :func:`build_model`; ``None``: the benchmark default).
+        hidden, bottleneck, dropout, bottleneck_norm: the shared backbone's widths and dropout,
+            and the bottleneck (:func:`build_model`; ``None``: default).
         load_options: preprocessing options of the benchmark's loader, e.g.
             ``{"preprocess": "zscore"}`` (``None``: the benchmark default in
             ``BENCHMARK_SETTINGS``).
@@ -102,6 +115,7 @@ class CompareConfig:
     steps: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
+    backbone: Optional[str] = None
     hidden: Optional[Tuple[int, ...]] = None
     bottleneck: Optional[int] = None
     dropout: Optional[float] = None
@@ -130,6 +144,8 @@ class CompareConfig:
                 setattr(out, key, defaults.get(key, BENCHMARK_SETTINGS["office-caltech10-surf"][key]))
         out.load_options = dict(out.load_options)  # type: ignore[arg-type]
         out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
+        if out.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {out.backbone!r}")
         out.methods = tuple(out.methods)
         unknown = [m for m in out.methods if m not in METHODS]
         if unknown:
@@ -234,19 +250,55 @@ def _load_options(config: CompareConfig) -> Dict[str, Any]:
     return dict(BENCHMARK_SETTINGS.get(config.benchmark, {}).get("load_options", {}))
 
 
-def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> AdaptModel:
-    """The shared network of a (resolved) ``config``: ``mlp(input_dim, hidden, dropout)`` then the bottleneck.
+_NETWORK_NAMES = {"mlp": "MLP", "lenet": "LeNet", "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet weights)"}
 
-    Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (``(N, hidden[-1])`` without a
+
+def _image_shape(input_dim: int) -> Tuple[int, int, int]:
+    side = math.isqrt(int(input_dim))
+    if side * side != int(input_dim):
+        raise ValueError(f"an image backbone needs square grey images as rows of side**2 values, got input_dim={input_dim}")
+    return (1, side, side)
+
+
+def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> AdaptModel:
+    """The shared network of a (resolved) ``config``: its backbone, then the bottleneck and the head.
+
+    Backbones (``config.backbone``):
+
+    * ``"mlp"``: ``mlp(input_dim, hidden, dropout)``.
+    * ``"lenet"``: :func:`~adaptlib.models.lenet` on square grey images given as rows of
+      ``input_dim = side**2`` values, fully connected width ``hidden[-1]``, ``dropout``.
+    * ``"efficientnet-lite0"``: :class:`adaptlib.vision.EfficientNetLite0Backbone` (ImageNet
+      weights, 1280 features) on the same square grey images at their own size (the
+      benchmark's ``load_options["size"]``); ``hidden`` and ``dropout`` are not used. Needs
+      the ``vision`` extra.
+
+    Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (the backbone's width without a
     bottleneck); logits ``(N, num_classes)``. Seed torch before calling it for a seeded run.
 
     Raises:
-        ValueError: as :func:`~adaptlib.models.mlp` and :class:`~adaptlib.models.AdaptModel`
-            (bad widths, dropout outside [0, 1), ``bottleneck_norm`` without a bottleneck).
+        ValueError: as :func:`~adaptlib.models.mlp`, :func:`~adaptlib.models.lenet` and
+            :class:`~adaptlib.models.AdaptModel` (bad widths, dropout outside [0, 1),
+            ``bottleneck_norm`` without a bottleneck), an unknown backbone, or an image
+            backbone on a non-square ``input_dim``.
+        ImportError: ``"efficientnet-lite0"`` without the ``vision`` extra.
     """
-    return AdaptModel(mlp(input_dim, config.hidden, dropout=config.dropout),  # type: ignore[arg-type]
-                      num_classes=num_classes, bottleneck_dim=config.bottleneck, dropout=0.0,
-                      bottleneck_norm=bool(config.bottleneck_norm))
+    backbone = getattr(config, "backbone", None) or "mlp"
+    if backbone == "mlp":
+        net: torch.nn.Module = mlp(input_dim, config.hidden, dropout=config.dropout)  # type: ignore[arg-type]
+        width = None
+    elif backbone == "lenet":
+        width = int(config.hidden[-1])  # type: ignore[index]
+        net = lenet(_image_shape(input_dim), hidden=width, dropout=config.dropout)  # type: ignore[arg-type]
+    elif backbone == "efficientnet-lite0":
+        from .vision import EfficientNetLite0Backbone
+
+        net = EfficientNetLite0Backbone(_image_shape(input_dim))
+        width = net.out_features
+    else:
+        raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+    return AdaptModel(net, num_classes=num_classes, backbone_dim=width, bottleneck_dim=config.bottleneck,
+                      dropout=0.0, bottleneck_norm=bool(config.bottleneck_norm))
 
 
 def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: int, **kwargs: Any) -> Trainer:
@@ -385,7 +437,7 @@ class ComparisonResult:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
                 f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, "
-                f"the same MLP for every method.")
+                f"the same {_NETWORK_NAMES.get(self.config.backbone or 'mlp', 'network')} for every method.")
         if any(METHODS[m].uses_target_labels for m in methods):
             note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "
                      "target samples; the other methods use no target label.")

@@ -24,6 +24,7 @@ from ._files import (
 )
 from .amazon_reviews import load_amazon_reviews
 from .benchmarks import BENCHMARKS, Benchmark, TransferTask, get_benchmark
+from .digit_images import load_digit_images
 from .digits import load_mnist_usps_jda
 from .office_caltech import load_office_caltech10_surf
 
@@ -38,6 +39,7 @@ __all__ = [
     "get_benchmark",
     "load_office_caltech10_surf",
     "load_mnist_usps_jda",
+    "load_digit_images",
     "load_amazon_reviews",
     "DatasetNotFoundError",
     "ChecksumError",
