@@ -42,6 +42,7 @@ REFERENCE = {
     "adaptlib.compare": "reference/compare",
     "adaptlib.studies": "reference/studies",
     "adaptlib.datasets": "reference/datasets",
+    "adaptlib.vision": "reference/vision",
 }
 
 
