@@ -204,3 +204,10 @@ def test_efficientnet_backbone_on_digits_features_separate_better_than_random(da
     assert pre.eval()(d.x[:2]).shape == (2, 1280)
     acc_pre, acc_rand = probe_accuracy(pre), probe_accuracy(rand)
     assert acc_pre > acc_rand + 0.1 and acc_pre > 0.55, (acc_pre, acc_rand)
+
+
+def test_a_study_refuses_an_image_benchmark_rather_than_training_an_mlp():
+    from adaptlib.studies import StudyError, parse_study
+
+    with pytest.raises(StudyError, match="MLP backbone only"):
+        parse_study('name = "x"\nbenchmark = "digits-images"\nmethods = ["dann"]\n')

@@ -251,6 +251,9 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
                          f"{sorted(BENCHMARKS)}")
     bench = BENCHMARKS[benchmark]
     settings = BENCHMARK_SETTINGS.get(benchmark, BENCHMARK_SETTINGS["office-caltech10-surf"])
+    if settings.get("backbone", "mlp") != "mlp":  # studies build an MLP (studies.run); not a silent swap
+        raise StudyError(f"{_where(source, 'benchmark')}: studies train the MLP backbone only, and {benchmark!r} "
+                         f"uses {settings['backbone']!r}; use `adaptlib compare {benchmark}` instead")
 
     tasks_raw = raw.get("tasks", "all")
     if tasks_raw == "all":
