@@ -6,6 +6,7 @@
 - :mod:`adaptlib.methods`: DA methods that turn a batch into named loss terms.
 - :class:`adaptlib.Trainer`: the one training loop all methods share.
 - :mod:`adaptlib.datasets`: loaders for real DA benchmarks.
+- :mod:`adaptlib.vision`: the pretrained EfficientNet-Lite0 image backbone (``vision`` extra).
 - :mod:`adaptlib.compare`: the comparison run behind ``adaptlib compare``.
 - :mod:`adaptlib.validation`: validators for model selection without target labels.
 - :mod:`adaptlib.studies`: comparison studies behind ``adaptlib study`` (needs the ``study`` extra
@@ -16,12 +17,13 @@
 """
 from . import kernels, losses, methods, validation
 from .methods import METHODS, get_method
-from .models import AdaptModel, DomainDiscriminator, ModelOutput, mlp
+from .models import AdaptModel, DomainDiscriminator, ModelOutput, lenet, mlp
 from .labels import encode_labels
 from .trainer import History, Trainer
 from .estimator import DomainAdaptationClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "METHODS",
-           "get_method", "encode_labels", "DomainAdaptationClassifier", "kernels", "losses", "methods", "validation", "__version__"]
+__all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "lenet", "METHODS",
+           "get_method", "encode_labels", "DomainAdaptationClassifier", "kernels", "losses", "methods", "validation",
+           "__version__"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -34,7 +35,7 @@ import torch
 
 from .methods import METHODS, get_method
 from .methods.search_space import check_hparams
-from .models import AdaptModel, mlp
+from .models import AdaptModel, lenet, mlp
 from .trainer import Trainer
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
@@ -52,36 +53,45 @@ RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
 DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "dann", "dan", "deep-coral", "deepjdot", "cdan-e", "mcc",
                                     "dann+mcc")
 
+#: Backbones :func:`build_model` can build (the ``backbone`` recipe field).
+BACKBONES: Tuple[str, ...] = ("mlp", "lenet", "efficientnet-lite0", "all-MiniLM-L6-v2")
+
 #: The recipe fields of a :class:`CompareConfig` (and of each ``BENCHMARK_SETTINGS`` entry): network,
 #: optimizer, schedule, budget, loss and input preprocessing.
-RECIPE_KEYS: Tuple[str, ...] = ("hidden", "bottleneck", "dropout", "bottleneck_norm", "steps", "batch_size",
-                                "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "label_smoothing",
-                                "load_options", "backbone", "backbone_lr_multiplier")
-
-#: Backbones :func:`build_model` can put in front of the shared MLP: ``"mlp"`` (none: the MLP reads
-#: the features) or ``"all-MiniLM-L6-v2"`` (a trainable :class:`~adaptlib.backbones.SentenceEncoder`
-#: reads token ids; needs the ``text`` extra).
-BACKBONES: Tuple[str, ...] = ("mlp", "all-MiniLM-L6-v2")
+RECIPE_KEYS: Tuple[str, ...] = ("backbone", "hidden", "bottleneck", "dropout", "bottleneck_norm", "steps",
+                                "batch_size", "optimizer", "lr", "backbone_lr_multiplier", "momentum", "weight_decay",
+                                "lr_schedule", "label_smoothing", "load_options")
 
 # One network and one budget per benchmark, shared by every method (the point of the comparison).
 # Each recipe is the one scripts/select_recipe.py ranked first on held-out *source* data
 # (20 % of each source domain per class); no target label was used. See docs/recipe.md.
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "office-caltech10-surf": dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False, steps=1000,
-                                  batch_size=64, optimizer="adam", lr=3e-3, momentum=0.9, weight_decay=0.0,
-                                  lr_schedule="cosine", label_smoothing=0.1, load_options={"preprocess": "sqrt-zscore"},
-                                  backbone="mlp", backbone_lr_multiplier=1.0),
+    "office-caltech10-surf": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False,
+                                  steps=1000, batch_size=64, optimizer="adam", lr=3e-3, backbone_lr_multiplier=1.0,
+                                  momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
+                                  load_options={"preprocess": "sqrt-zscore"}),
     # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
     # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
     # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
-    "mnist-usps-jda": dict(hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True, steps=2000,
-                           batch_size=64, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.01,
-                           lr_schedule="cosine", label_smoothing=0.1, load_options={"normalize": "l2"},
-                           backbone="mlp", backbone_lr_multiplier=1.0),
-    "amazon-reviews": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
-                           batch_size=32, optimizer="adam", lr=3e-4, momentum=0.9, weight_decay=0.0,
-                           lr_schedule="constant", label_smoothing=0.0, load_options={},
-                           backbone="mlp", backbone_lr_multiplier=1.0),
+    "mnist-usps-jda": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True,
+                           steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, backbone_lr_multiplier=1.0,
+                           momentum=0.9, weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.1,
+                           load_options={"normalize": "l2"}),
+    "amazon-reviews": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
+                           steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
+                           momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
+                           load_options={}),
+    # ADDA's LeNet (20/50 5x5 convolutions, 500 units) from scratch on 28x28 images (docs/digits-images.md).
+    "digits-images": dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True,
+                          steps=1000, batch_size=32, optimizer="adam", lr=1e-3, backbone_lr_multiplier=1.0,
+                          momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.0,
+                          load_options={}),
+    # The ImageNet EfficientNet-Lite0 fine-tuned on the same images upsampled to 32x32; a short CPU
+    # budget, not selected by a grid (one recipe, TLlib's 0.1 backbone learning-rate factor).
+    "digits-images-efficientnet": dict(backbone="efficientnet-lite0", hidden=(1280,), bottleneck=256, dropout=0.0,
+                                       bottleneck_norm=True, steps=300, batch_size=16, optimizer="adam", lr=1e-3,
+                                       backbone_lr_multiplier=0.1, momentum=0.9, weight_decay=0.0,
+                                       lr_schedule="cosine", label_smoothing=0.0, load_options={"size": 32}),
     # Frozen all-MiniLM-L6-v2 embeddings (384-d, unit norm), cached per domain; the `cosine` recipe of
     # scripts/select_recipe.py (held-out source reviews; docs/recipe.md).
     "amazon-reviews-text": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
@@ -141,14 +151,16 @@ class CompareConfig:
         tasks: task names (``None``: all tasks of the benchmark).
         seeds: number of seeds (``0..seeds-1``) per (task, method).
         steps, batch_size, lr: Trainer budget and optimizer (``None``: benchmark default).
+        backbone_lr_multiplier: the backbone's learning rate is ``lr`` times this (0.1 for a
+            pretrained backbone, as TLlib; ``None``: benchmark default).
         optimizer, momentum, weight_decay, lr_schedule, label_smoothing: the rest of the
             :class:`~adaptlib.Trainer` recipe (``None``: benchmark default).
-        hidden, bottleneck, dropout, bottleneck_norm: the shared MLP backbone and bottleneck
-            (:func:`build_model`; ``None``: default).
-        backbone: what reads the inputs before the MLP, one of :data:`BACKBONES` (``None``:
-            the benchmark default; ``"mlp"`` for feature benchmarks).
-        backbone_lr_multiplier: learning rate of the backbone (the encoder and the MLP) relative
-            to ``lr`` (``None``: the benchmark default; 1 for feature benchmarks).
+        backbone: ``"mlp"``, ``"lenet"``, ``"efficientnet-lite0"`` or ``"all-MiniLM-L6-v2"`` (:data:`BACKBONES`,
+            :func:`build_model`; ``None``: the benchmark default).
+        hidden, bottleneck, dropout, bottleneck_norm: the shared backbone's widths and dropout,
+            and the bottleneck (:func:`build_model`; ``None``: default).
+        backbone_lr_multiplier: learning rate of the backbone relative to ``lr`` (``None``: the
+            benchmark default; 1 for feature benchmarks).
         load_options: preprocessing options of the benchmark's loader, e.g.
             ``{"preprocess": "zscore"}`` (``None``: the benchmark default in
             ``BENCHMARK_SETTINGS``).
@@ -167,6 +179,8 @@ class CompareConfig:
     steps: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
+    backbone_lr_multiplier: Optional[float] = None
+    backbone: Optional[str] = None
     hidden: Optional[Tuple[int, ...]] = None
     bottleneck: Optional[int] = None
     dropout: Optional[float] = None
@@ -313,34 +327,66 @@ def _load_options(config: CompareConfig) -> Dict[str, Any]:
     return dict(settings_for(config.benchmark).get("load_options", {}))
 
 
-def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> AdaptModel:
-    """The shared network of a (resolved) ``config``: ``mlp(input_dim, hidden, dropout)`` then the bottleneck.
+_NETWORK_NAMES = {"mlp": "MLP", "lenet": "LeNet", "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet weights)"}
 
-    Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (``(N, hidden[-1])`` without a
-    bottleneck); logits ``(N, num_classes)``. With ``config.backbone == "all-MiniLM-L6-v2"``
-    the backbone is ``SentenceEncoder() -> mlp(384, hidden, dropout)``: inputs are token ids
-    ``(N, L)`` int64 (``input_dim`` is then ignored) and the pretrained encoder is trained with
-    the rest. Seed torch before calling it for a seeded run.
+
+def _image_shape(input_dim: int) -> Tuple[int, int, int]:
+    side = math.isqrt(int(input_dim))
+    if side * side != int(input_dim):
+        raise ValueError(f"an image backbone needs square grey images as rows of side**2 values, got input_dim={input_dim}")
+    return (1, side, side)
+
+
+def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> AdaptModel:
+    """The shared network of a (resolved) ``config``: its backbone, then the bottleneck and the head.
+
+    Backbones (``config.backbone``):
+
+    * ``"mlp"``: ``mlp(input_dim, hidden, dropout)``.
+    * ``"lenet"``: :func:`~adaptlib.models.lenet` on square grey images given as rows of
+      ``input_dim = side**2`` values, fully connected width ``hidden[-1]``, ``dropout``.
+    * ``"efficientnet-lite0"``: :class:`adaptlib.vision.EfficientNetLite0Backbone` (ImageNet
+      weights, 1280 features) on the same square grey images at their own size (the
+      benchmark's ``load_options["size"]``); ``hidden`` and ``dropout`` are not used. Needs
+      the ``vision`` extra.
+    * ``"all-MiniLM-L6-v2"``: ``SentenceEncoder() -> mlp(384, hidden, dropout)``: inputs are
+      token ids ``(N, L)`` int64 (``input_dim`` is then ignored) and the pretrained encoder is
+      trained with the rest. Needs the ``text`` extra.
+
+    Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (the backbone's width without a
+    bottleneck); logits ``(N, num_classes)``. Seed torch before calling it for a seeded run.
 
     Raises:
-        ValueError: as :func:`~adaptlib.models.mlp` and :class:`~adaptlib.models.AdaptModel`
-            (bad widths, dropout outside [0, 1), ``bottleneck_norm`` without a bottleneck), or an
-            unknown ``backbone``.
-        ImportError: a text backbone without the ``text`` extra.
+        ValueError: as :func:`~adaptlib.models.mlp`, :func:`~adaptlib.models.lenet` and
+            :class:`~adaptlib.models.AdaptModel` (bad widths, dropout outside [0, 1),
+            ``bottleneck_norm`` without a bottleneck), an unknown backbone, or an image
+            backbone on a non-square ``input_dim``.
+        ImportError: ``"efficientnet-lite0"`` without the ``vision`` extra, or the text backbone
+            without the ``text`` extra.
     """
     backbone = getattr(config, "backbone", None) or "mlp"
     if backbone == "mlp":
         net: torch.nn.Module = mlp(input_dim, config.hidden, dropout=config.dropout)  # type: ignore[arg-type]
+        width = None
+    elif backbone == "lenet":
+        width = int(config.hidden[-1])  # type: ignore[index]
+        net = lenet(_image_shape(input_dim), hidden=width, dropout=config.dropout)  # type: ignore[arg-type]
+    elif backbone == "efficientnet-lite0":
+        from .vision import EfficientNetLite0Backbone
+
+        net = EfficientNetLite0Backbone(_image_shape(input_dim))
+        width = net.out_features
     elif backbone == "all-MiniLM-L6-v2":
         from .backbones import SentenceEncoder
 
         encoder = SentenceEncoder()
         net = torch.nn.Sequential(encoder, mlp(encoder.output_dim, config.hidden,  # type: ignore[arg-type]
                                                dropout=config.dropout))  # type: ignore[arg-type]
+        width = None
     else:
         raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}")
-    return AdaptModel(net, num_classes=num_classes, bottleneck_dim=config.bottleneck, dropout=0.0,
-                      bottleneck_norm=bool(config.bottleneck_norm))
+    return AdaptModel(net, num_classes=num_classes, backbone_dim=width, bottleneck_dim=config.bottleneck,
+                      dropout=0.0, bottleneck_norm=bool(config.bottleneck_norm))
 
 
 def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: int, **kwargs: Any) -> Trainer:
@@ -355,7 +401,7 @@ def build_trainer(config: CompareConfig, model: AdaptModel, method: Any, seed: i
     multiplier = getattr(config, "backbone_lr_multiplier", None) or 1.0
     return Trainer(model, method, steps=config.steps, batch_size=config.batch_size,  # type: ignore[arg-type]
                    optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,  # type: ignore[arg-type]
-                   backbone_lr_multiplier=multiplier,
+                   backbone_lr_multiplier=float(multiplier),
                    weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,  # type: ignore[arg-type]
                    label_smoothing=config.label_smoothing, seed=seed,  # type: ignore[arg-type]
                    device=getattr(config, "device", "cpu"), precision=getattr(config, "precision", "32"),
@@ -482,9 +528,10 @@ class ComparisonResult:
             cells = [f"{100 * summary[task, m]['mean']:.1f} ± {100 * summary[task, m]['std']:.1f}" for m in methods]
             name = "**Mean**" if task == "Mean" else task
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        network = "the same MLP for every method"
-        if self.config.backbone not in (None, "mlp"):
-            network = (f"the same {self.config.backbone} encoder + MLP for every method, the encoder trained at "
+        backbone = self.config.backbone or "mlp"
+        network = f"the same {_NETWORK_NAMES.get(backbone, backbone)} for every method"
+        if backbone == "all-MiniLM-L6-v2":
+            network = (f"the same {backbone} encoder + MLP for every method, the encoder trained at "
                        f"{self.config.backbone_lr_multiplier:g} x lr")
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
                 f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, {network}"

@@ -7,11 +7,11 @@ network, the same budget, only the objective differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-__all__ = ["ModelOutput", "AdaptModel", "mlp", "DomainDiscriminator"]
+__all__ = ["ModelOutput", "AdaptModel", "mlp", "lenet", "DomainDiscriminator"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,69 @@ def mlp(in_dim: int, hidden: Sequence[int], *, dropout: float = 0.0) -> nn.Seque
             layers.append(nn.Dropout(dropout))
         width = int(h)
     return nn.Sequential(*layers)
+
+
+def lenet(image_shape: Tuple[int, int, int] = (1, 28, 28), *, channels: Tuple[int, int] = (20, 50),
+          hidden: int = 500, dropout: float = 0.5) -> nn.Sequential:
+    """The LeNet encoder of ADDA (Tzeng et al., CVPR 2017) for images given as flattened rows.
+
+    ``Unflatten -> Conv 5x5 (c1) -> MaxPool 2 -> ReLU -> Conv 5x5 (c2) -> Dropout2d -> MaxPool 2 ->
+    ReLU -> Flatten -> Linear(hidden) -> ReLU -> Dropout``: with the defaults, 28x28 grey images
+    give 20x24x24, 20x12x12, 50x8x8, 50x4x4 = 800 values, then 500 features (LeCun et al.,
+    Proc. IEEE 1998; the 20/50/500 widths of Caffe's and ADDA's LeNet). Put it in an
+    :class:`AdaptModel` with a bottleneck and the head (its last ``nn.Linear`` gives
+    ``backbone_dim = hidden``).
+
+    Args:
+        image_shape: ``(C, H, W)`` of one image. Inputs are ``(N, C*H*W)`` float rows (as the
+            :class:`~adaptlib.datasets.Domain` s of ``digits-images`` hold them) or ``(N, C, H, W)``.
+        channels: output channels ``(c1, c2)`` of the two convolutions.
+        hidden: width of the fully connected layer (the backbone's output width).
+        dropout: probability of ``Dropout2d`` after the second convolution and of ``Dropout``
+            after the fully connected layer (0 disables both).
+
+    Raises:
+        ValueError: a non-positive size or width, an image smaller than 16x16 (nothing would be
+            left after two 5x5 convolutions and two poolings), or ``dropout`` outside ``[0, 1)``.
+    """
+    c, h, w = (int(v) for v in image_shape)
+    c1, c2 = (int(v) for v in channels)
+    if min(c, h, w, c1, c2, int(hidden)) <= 0:
+        raise ValueError(f"image_shape, channels and hidden must be positive, got {image_shape!r}, {channels!r}, {hidden!r}")
+    if h < 16 or w < 16:
+        raise ValueError(f"image_shape must be at least 16x16 for two 5x5 convolutions and two poolings, got {image_shape!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    out_h, out_w = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
+    layers: list[nn.Module] = [_ToImage((c, h, w)),
+                               nn.Conv2d(c, c1, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True), nn.Conv2d(c1, c2, 5)]
+    if dropout > 0:
+        layers.append(nn.Dropout2d(dropout))
+    layers += [nn.MaxPool2d(2), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(c2 * out_h * out_w, int(hidden)),
+               nn.ReLU(inplace=True)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class _ToImage(nn.Module):
+    """``(N, C*H*W)`` rows -> ``(N, C, H, W)`` images; ``(N, C, H, W)`` inputs pass unchanged."""
+
+    def __init__(self, shape: Tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and tuple(x.shape[1:]) == self.shape:
+            return x
+        size = self.shape[0] * self.shape[1] * self.shape[2]
+        if x.dim() != 2 or x.shape[1] != size:
+            raise ValueError(f"input must be (N, {size}) rows or (N, {', '.join(map(str, self.shape))}) images, "
+                             f"got {tuple(x.shape)}")
+        return x.view(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
 
 
 def _infer_out_features(module: nn.Module) -> Optional[int]:

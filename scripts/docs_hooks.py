@@ -60,6 +60,7 @@ REFERENCE = {
     "adaptlib.labels": "reference/adaptlib",
     "adaptlib.estimator": "reference/adaptlib",
     "adaptlib.backbones": "reference/backbones",
+    "adaptlib.vision": "reference/vision",
 }
 
 

@@ -27,6 +27,9 @@ Target data is never read: only the source domains' files (and for Amazon only t
 per-domain loaders; for MNIST-USPS, whose files hold both domains, the target half the
 loader returns is dropped at once, unread. :func:`load_source_domains` asserts it.
 
+``digits-images`` (LeNet on 28x28 images, minutes per run on the CPU) has its own tiny grid
+(:data:`SMALL_GRIDS`): its centre and one change per factor, no baselines.
+
 Usage (about 2-10 min per benchmark on 2 cores)::
 
     ADAPTLIB_DATA=/work/shared/data python scripts/select_recipe.py office-caltech10-surf --seeds 2 --workers 2
@@ -114,14 +117,32 @@ EXTRA_CHANGES: Dict[str, Tuple[Tuple[str, str, Dict[str, Any]], ...]] = {
     "amazon-reviews-text": (("steps", "steps500", dict(steps=500)),),
 }
 
+#: Image benchmarks trained from scratch by a CNN: their own, tiny grid (each run costs minutes on
+#: the CPU). The centre is ADDA's LeNet (Tzeng et al., CVPR 2017) under the MLP centre's optimizer
+#: with a cosine schedule; one change per factor.
+SMALL_GRIDS: Dict[str, Tuple[Dict[str, Any], Tuple[Tuple[str, str, Dict[str, Any]], ...]]] = {
+    "digits-images": (
+        dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True, steps=1000,
+             batch_size=32, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, lr_schedule="cosine",
+             label_smoothing=0.0, load_options={}),
+        (("norm", "no-bn", dict(bottleneck_norm=False)),
+         ("optimizer", "lr3e-4", dict(lr=3e-4))),
+    ),
+}
+
 
 def changes_of(benchmark: str) -> Tuple[Tuple[str, str, Dict[str, Any]], ...]:
-    """The one-at-a-time changes of ``benchmark``'s grid: CHANGES plus its EXTRA_CHANGES."""
+    """The one-at-a-time changes of ``benchmark``'s grid: ``(factor, name, overrides)``."""
+    if benchmark in SMALL_GRIDS:
+        return SMALL_GRIDS[benchmark][1]
     return CHANGES + EXTRA_CHANGES.get(benchmark, ())
 
 
 def candidates(benchmark: str) -> List[Tuple[str, str, Dict[str, Any]]]:
     """The first-stage grid of ``benchmark``: ``(factor, name, full recipe)`` triples."""
+    if benchmark in SMALL_GRIDS:
+        centre, changes = SMALL_GRIDS[benchmark]
+        return [("centre", "centre", dict(centre))] + [(f, n, dict(centre, **c)) for f, n, c in changes]
     centre = dict(CENTRE, load_options=dict(OLD[benchmark]["load_options"]) if benchmark in OLD else {})
     out = [("baseline", "old", dict(OLD[benchmark]))] if benchmark in OLD else []
     out += [("baseline", "hand-written", dict(centre, bottleneck=None, bottleneck_norm=False)),
@@ -150,6 +171,7 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
     from adaptlib.datasets import amazon_reviews, office_caltech
     from adaptlib.datasets.amazon_reviews import load_amazon_reviews
     from adaptlib.datasets.amazon_reviews_text import load_amazon_reviews_text_embeddings
+    from adaptlib.datasets.digit_images import load_digit_images
     from adaptlib.datasets.digits import load_mnist_usps_jda
     from adaptlib.datasets.office_caltech import load_office_caltech10_surf
 
@@ -166,6 +188,8 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
         elif benchmark == "amazon-reviews-text":
             name = {v: k for k, v in amazon_reviews.DOMAIN_LETTERS.items()}[letter]
             out[letter] = load_amazon_reviews_text_embeddings(name, root, **load_options)
+        elif benchmark == "digits-images":  # one loader per domain: the target domain is not opened
+            out[letter] = load_digit_images({"M": "mnist", "U": "usps"}[letter], root, **load_options)
         elif benchmark == "mnist-usps-jda":
             source, _target = load_mnist_usps_jda(task.lower(), root, **load_options)
             del _target  # the file holds both domains; the target half is never used
@@ -309,7 +333,7 @@ def combine(benchmark: str, rows: List[Dict[str, Any]]) -> Optional[Tuple[List[s
     recipe = dict(centre["settings"])
     names = []
     changes = {name: change for _, name, change in changes_of(benchmark)}
-    changes.update({name: {"load_options": opts} for name, opts in PREPROCESSING[benchmark]})
+    changes.update({name: {"load_options": opts} for name, opts in PREPROCESSING.get(benchmark, ())})
     for factor in sorted(best):
         names.append(best[factor]["recipe"])
         recipe.update(changes[best[factor]["recipe"]])
@@ -338,19 +362,24 @@ def markdown(benchmark: str, rows: List[Dict[str, Any]], chosen: str, seeds: int
 def _describe(row: Dict[str, Any]) -> str:
     s = row["settings"]
     if row["recipe"] in ("old", "centre", "hand-written", "combined"):
-        net = f"MLP {list(s['hidden'])}, drop {s['dropout']}, bottleneck {s['bottleneck']}" + (
+        net = f"{'LeNet' if s.get('backbone') == 'lenet' else 'MLP'} {list(s['hidden'])}, drop {s['dropout']}, bottleneck {s['bottleneck']}" + (
             "+BN" if s["bottleneck_norm"] else "")
         opt = f"{s['optimizer']} lr {s['lr']:g} {s['lr_schedule']}, wd {s['weight_decay']:g}"
         return f"{net}; {opt}; {s['steps']}x{s['batch_size']}; ls {s['label_smoothing']}; {s['load_options'] or 'default'}"
-    changes = {name: change for factor, name, change in CHANGES + sum(EXTRA_CHANGES.values(), ())}
+    changes = {name: change for name, change in _ALL_CHANGES.items()}
+    changes.update({name: change for factor, name, change in sum(EXTRA_CHANGES.values(), ())})
     if row["recipe"] in changes:
         return ", ".join(f"{k}={v}" for k, v in changes[row["recipe"]].items())
     return f"load_options={s['load_options']}"
 
 
+_ALL_CHANGES = {name: change for _, name, change in CHANGES}
+_ALL_CHANGES.update({name: change for _, changes in SMALL_GRIDS.values() for _, name, change in changes})
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("benchmark", choices=sorted(PREPROCESSING))
+    p.add_argument("benchmark", choices=sorted(set(PREPROCESSING) | set(SMALL_GRIDS)))
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.2, help="points (default 0.2)")

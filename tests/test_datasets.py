@@ -228,7 +228,8 @@ def test_amazon_benchmark_follows_dann_protocol(data_dir):
 # Benchmarks, caching, safety
 # ----------------------------------------------------------------------------------------
 def test_benchmark_registry():
-    assert {"office-caltech10-surf", "mnist-usps-jda", "amazon-reviews"} <= set(BENCHMARKS)  # + the text ones (test_datasets_text.py)
+    assert {"office-caltech10-surf", "mnist-usps-jda", "amazon-reviews", "digits-images",
+            "digits-images-efficientnet"} <= set(BENCHMARKS)  # + the text ones (test_datasets_text.py)
     for name, b in BENCHMARKS.items():
         assert isinstance(b, Benchmark) and b.name == name and get_benchmark(name) is b
         assert all(rel in _files.REGISTRY for rel in b.files)

@@ -192,14 +192,22 @@ def test_select_recipe_reads_source_data_only(data_root, monkeypatch):
     assert {s for _, s in splits} == {"train"}  # the target test split is never opened
     digits = sr.load_source_domains("mnist-usps-jda", {}, str(data_root))
     assert {k: v.name for k, v in digits.items()} == {"MNIST": "mnist", "USPS": "usps"}
+    import adaptlib.datasets.digit_images as digit_images
+
+    opened = []
+    real_images = digit_images.load_digit_images
+    monkeypatch.setattr(digit_images, "load_digit_images", lambda d, *a, **k: opened.append(d) or real_images(d, *a, **k))
+    images = sr.load_source_domains("digits-images", {}, str(data_root))
+    assert {k: v.name for k, v in images.items()} == {"M": "mnist", "U": "usps"} and opened == ["mnist", "usps"]
 
 
 def test_select_recipe_grid_and_choice():
     sr = _script()
-    for bench in ("office-caltech10-surf", "mnist-usps-jda", "amazon-reviews"):
+    for bench in ("office-caltech10-surf", "mnist-usps-jda", "amazon-reviews", "digits-images"):
         grid = sr.candidates(bench)
         names = [n for _, n, _ in grid]
-        assert len(set(names)) == len(names) and {"old", "centre", "hand-written"} <= set(names)
+        baselines = {"centre"} if bench in sr.SMALL_GRIDS else {"old", "centre", "hand-written"}
+        assert len(set(names)) == len(names) and baselines <= set(names)
         for _, _, recipe in grid:  # every candidate is a complete, valid compare recipe
             CompareConfig(benchmark=bench, methods=("source-only",), **recipe).resolved()
     rows = [{"recipe": "a", "mean": 0.800, "cost": 10}, {"recipe": "b", "mean": 0.799, "cost": 5},

@@ -33,6 +33,7 @@ from .amazon_reviews import load_amazon_reviews
 from .amazon_reviews_text import (load_amazon_reviews_text, load_amazon_reviews_text_embeddings,
                                   load_amazon_reviews_text_tokens)
 from .benchmarks import BENCHMARKS, Benchmark, TransferTask, folder_benchmark, get_benchmark
+from .digit_images import load_digit_images
 from .digits import load_mnist_usps_jda
 from .folders import folder_spec, load_folder_domains
 from .office_caltech import load_office_caltech10_surf
@@ -49,6 +50,7 @@ __all__ = [
     "get_benchmark",
     "load_office_caltech10_surf",
     "load_mnist_usps_jda",
+    "load_digit_images",
     "load_amazon_reviews",
     "load_folder_domains",
     "folder_spec",

