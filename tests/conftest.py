@@ -71,3 +71,18 @@ def kernel_path(request) -> str:
     if request.param == "triton" and not _triton_usable():
         pytest.skip("triton is not installed (pip install -e '.[triton]')")
     return request.param
+
+
+@pytest.fixture(scope="session")
+def hooks():
+    """The docs site's build hooks (scripts/docs_hooks.py), imported as a module; skipped without mkdocs."""
+    import sys
+
+    pytest.importorskip("mkdocs")
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        import docs_hooks
+    finally:
+        sys.path.remove(scripts)
+    return docs_hooks

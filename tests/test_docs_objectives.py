@@ -8,23 +8,12 @@ fails when it is missing, has no display math, or does not name a loss term the 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def hooks():
-    pytest.importorskip("mkdocs")
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import docs_hooks
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return docs_hooks
 
 
 def _display_blocks(markdown: str) -> list:

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def hooks():
-    pytest.importorskip("mkdocs")
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import docs_hooks
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return docs_hooks
 
 
 def _row(page: str, benchmark: str) -> str:

@@ -7,9 +7,7 @@ on two cores.
 """
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,19 +44,9 @@ def test_tutorial_runs(path, tmp_path, monkeypatch, data_root, capsys):
     assert capsys.readouterr().out  # every tutorial shows a result
 
 
-def _hooks():
-    pytest.importorskip("mkdocs")
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import docs_hooks
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return docs_hooks
 
-
-def test_method_page_examples_run():
+def test_method_page_examples_run(hooks):
     """The example on each generated method page trains (with a few steps)."""
-    hooks = _hooks()
     from adaptlib.methods import METHODS
 
     for name in METHODS:
@@ -68,10 +56,9 @@ def test_method_page_examples_run():
         assert namespace["history"].train, name
 
 
-def test_method_pages_name_every_loss_term():
+def test_method_pages_name_every_loss_term(hooks):
     """The loss terms a method page lists are the ones a step returns (checked on DANN, FineTune's
     source phase, and CDAN-E, whose terms come from its parent class)."""
-    hooks = _hooks()
     from adaptlib.methods import METHODS
 
     assert hooks.loss_terms(METHODS["dann"]) == (["classification", "domain"],
