@@ -37,6 +37,7 @@ from .methods import METHODS, get_method
 from .methods.search_space import check_hparams
 from .models import AdaptModel, lenet, mlp
 from .trainer import Trainer
+from ._recipes import BACKBONES, BENCHMARK_SETTINGS, RECIPE_KEYS, USER_DATA_SETTINGS, settings_for
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
@@ -52,82 +53,6 @@ RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
 #: on 2 cores (README).
 DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "dann", "dan", "deep-coral", "deepjdot", "cdan-e", "mcc",
                                     "dann+mcc")
-
-#: Backbones :func:`build_model` can build (the ``backbone`` recipe field).
-BACKBONES: Tuple[str, ...] = ("mlp", "lenet", "efficientnet-lite0", "all-MiniLM-L6-v2")
-
-#: The recipe fields of a :class:`CompareConfig` (and of each ``BENCHMARK_SETTINGS`` entry): network,
-#: optimizer, schedule, budget, loss and input preprocessing.
-RECIPE_KEYS: Tuple[str, ...] = ("backbone", "hidden", "bottleneck", "dropout", "bottleneck_norm", "steps",
-                                "batch_size", "optimizer", "lr", "backbone_lr_multiplier", "momentum", "weight_decay",
-                                "lr_schedule", "label_smoothing", "load_options")
-
-# One network and one budget per benchmark, shared by every method (the point of the comparison).
-# Each recipe is the one scripts/select_recipe.py ranked first on held-out *source* data
-# (20 % of each source domain per class); no target label was used. See docs/recipe.md.
-BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "office-caltech10-surf": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False,
-                                  steps=1000, batch_size=64, optimizer="adam", lr=3e-3, backbone_lr_multiplier=1.0,
-                                  momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
-                                  load_options={"preprocess": "sqrt-zscore"}),
-    # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
-    # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
-    # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
-    "mnist-usps-jda": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True,
-                           steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, backbone_lr_multiplier=1.0,
-                           momentum=0.9, weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.1,
-                           load_options={"normalize": "l2"}),
-    "amazon-reviews": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
-                           steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
-                           momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
-                           load_options={}),
-    # ADDA's LeNet (20/50 5x5 convolutions, 500 units) from scratch on 28x28 images (docs/digits-images.md).
-    "digits-images": dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True,
-                          steps=1000, batch_size=32, optimizer="adam", lr=1e-3, backbone_lr_multiplier=1.0,
-                          momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.0,
-                          load_options={}),
-    # The ImageNet EfficientNet-Lite0 fine-tuned on the same images upsampled to 32x32; a short CPU
-    # budget, not selected by a grid (one recipe, TLlib's 0.1 backbone learning-rate factor).
-    "digits-images-efficientnet": dict(backbone="efficientnet-lite0", hidden=(1280,), bottleneck=256, dropout=0.0,
-                                       bottleneck_norm=True, steps=300, batch_size=16, optimizer="adam", lr=1e-3,
-                                       backbone_lr_multiplier=0.1, momentum=0.9, weight_decay=0.0,
-                                       lr_schedule="cosine", label_smoothing=0.0, load_options={"size": 32}),
-    # Frozen all-MiniLM-L6-v2 embeddings (384-d, unit norm), cached per domain; the `cosine` recipe of
-    # scripts/select_recipe.py (held-out source reviews; docs/recipe.md).
-    "amazon-reviews-text": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True, steps=1000,
-                                batch_size=32, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0,
-                                lr_schedule="cosine", label_smoothing=0.0, load_options={},
-                                backbone="mlp", backbone_lr_multiplier=1.0),
-    # The encoder trained with the adaptation term: the head of amazon-reviews-text on top of it, the
-    # encoder at a 30x smaller learning rate (3e-5, the usual BERT range), and a budget the CPU can
-    # afford (a step of 8 + 8 reviews of 64 tokens costs about 1.5 s on one core; see docs/text.md).
-    "amazon-reviews-text-finetune": dict(hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
-                                         steps=150, batch_size=8, optimizer="adamw", lr=1e-3, momentum=0.9,
-                                         weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.0,
-                                         load_options={"max_length": 64}, backbone="all-MiniLM-L6-v2",
-                                         backbone_lr_multiplier=0.03),
-}
-
-#: The recipe of a folder benchmark (the user's own domains, ``"folder:<path>"``): a generic
-#: starting point, not tuned on any data (an MLP 512 -> bottleneck 128 with BatchNorm, Adam 1e-3,
-#: cosine schedule, label smoothing 0.1, 1000 steps of batch 64, as the tuned recipes above look
-#: like). Override any of it (``--steps``, ``--lr``, ...) after checking it on held-out *source*
-#: data (``scripts/select_recipe.py`` shows how).
-USER_DATA_SETTINGS: Dict[str, Any] = dict(hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
-                                          steps=1000, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9,
-                                          weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
-                                          load_options={})
-
-
-def settings_for(benchmark: str) -> Dict[str, Any]:
-    """The default recipe of ``benchmark``: its ``BENCHMARK_SETTINGS`` entry, :data:`USER_DATA_SETTINGS`
-    for a folder benchmark (``"folder:<path>"``), else Office-Caltech10 SURF's."""
-    if benchmark in BENCHMARK_SETTINGS:
-        return BENCHMARK_SETTINGS[benchmark]
-    if isinstance(benchmark, str) and benchmark.startswith("folder:"):
-        return USER_DATA_SETTINGS
-    return BENCHMARK_SETTINGS["office-caltech10-surf"]
-
 
 def default_output(benchmark: str) -> Path:
     """``results/<benchmark>``; ``results/folder-<folder name>`` for a folder benchmark."""
