@@ -24,13 +24,13 @@ RECIPE_KEYS: Tuple[str, ...] = ("backbone", "hidden", "bottleneck", "dropout", "
 # (20 % of each source domain per class); no target label was used. See docs/recipe.md.
 BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
     "office-caltech10-surf": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.5, bottleneck_norm=False,
-                                  steps=1000, batch_size=64, optimizer="adam", lr=3e-3, backbone_lr_multiplier=1.0,
+                                  steps=500, batch_size=64, optimizer="adam", lr=3e-3, backbone_lr_multiplier=1.0,
                                   momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
                                   load_options={"preprocess": "sqrt-zscore"}),
-    # The JDA papers' per-sample L2 normalisation (what their 1-NN numbers use): under the old
-    # SGD recipe the MLP underfit these small inputs, so raw pixels were used; with Adam(W) and a
-    # BatchNorm bottleneck it is at least as good on held-out source data (docs/recipe.md).
-    "mnist-usps-jda": dict(backbone="mlp", hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True,
+    # The JDA features are 16x16 grey images: ADDA's LeNet reads them as images (fully connected
+    # width 512), ranked first on held-out source data (95.3 against the MLP's 93.5), with the
+    # JDA papers' per-sample L2 normalisation, AdamW and a BatchNorm bottleneck (docs/recipe.md).
+    "mnist-usps-jda": dict(backbone="lenet", hidden=(512,), bottleneck=128, dropout=0.2, bottleneck_norm=True,
                            steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, backbone_lr_multiplier=1.0,
                            momentum=0.9, weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.1,
                            load_options={"normalize": "l2"}),

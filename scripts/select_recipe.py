@@ -19,7 +19,10 @@ scores it too, when it holds at least two changes. A third stage (``--confirm-to
 by their mean over all S seeds: with one seed the held-out sets are small (31 DSLR images on
 SURF) and single-seed differences of a point are noise. The chosen recipe is the best of
 the last stage, except that the cheapest recipe (steps x batch x parameters) within
-``--tolerance`` points of the best is preferred. ``--reuse`` takes finished runs (same
+``--tolerance`` points of the best is preferred. A fourth stage (``--halve-budget``) trains
+that choice again with half its steps on the same seeds and keeps the cheaper of the two by
+the same rule (a comparison trains every method on every task and seed with this budget).
+``--reuse`` takes finished runs (same
 recipe settings, domain and seed) from an earlier ``<out>/<benchmark>.json``.
 
 Target data is never read: only the source domains' files (and for Amazon only the
@@ -115,6 +118,9 @@ CHANGES: Tuple[Tuple[str, str, Dict[str, Any]], ...] = (
 #: sentence embeddings, where 1000 steps of batch 32 are 16 epochs of a source domain.
 EXTRA_CHANGES: Dict[str, Tuple[Tuple[str, str, Dict[str, Any]], ...]] = {
     "amazon-reviews-text": (("steps", "steps500", dict(steps=500)),),
+    # The JDA features are 16x16 grey images (one column per image): ADDA's LeNet reads them as
+    # images (its fully connected width 500; two 5x5 convolutions and poolings leave 50x1x1).
+    "mnist-usps-jda": (("backbone", "lenet", dict(backbone="lenet", hidden=(500,))),),
 }
 
 #: Image benchmarks trained from scratch by a CNN: their own, tiny grid (each run costs minutes on
@@ -361,7 +367,7 @@ def markdown(benchmark: str, rows: List[Dict[str, Any]], chosen: str, seeds: int
 
 def _describe(row: Dict[str, Any]) -> str:
     s = row["settings"]
-    if row["recipe"] in ("old", "centre", "hand-written", "combined"):
+    if row["recipe"] in ("old", "centre", "hand-written", "combined") or row["factor"] == "budget":
         net = f"{'LeNet' if s.get('backbone') == 'lenet' else 'MLP'} {list(s['hidden'])}, drop {s['dropout']}, bottleneck {s['bottleneck']}" + (
             "+BN" if s["bottleneck_norm"] else "")
         opt = f"{s['optimizer']} lr {s['lr']:g} {s['lr_schedule']}, wd {s['weight_decay']:g}"
@@ -388,6 +394,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--confirm-top", type=int, default=0, help="stage 3: re-train the K best recipes")
     p.add_argument("--confirm-seeds", type=int, default=2, help="stage 3: seeds in all (default 2)")
     p.add_argument("--reuse", action="store_true", help="reuse the runs of an earlier <out>/<benchmark>.json")
+    p.add_argument("--halve-budget", action="store_true",
+                   help="stage 4: train the chosen recipe with half its steps (same seeds); the cheaper one wins "
+                        "when within --tolerance")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe")
     args = p.parse_args(argv)
 
@@ -426,7 +435,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = summarise(records, recipes, factors)
     final = [r for r in rows if r["recipe"] in confirmed] if confirmed else rows
     chosen = choose(final, args.tolerance / 100)
+    halved = None
+    if args.halve_budget and chosen["settings"]["steps"] >= 2:
+        halved = chosen["recipe"] + "-half"
+        recipe = dict(chosen["settings"], steps=chosen["settings"]["steps"] // 2)
+        seeds_used = max(args.confirm_seeds, args.seeds) if chosen["recipe"] in confirmed else args.seeds
+        print(f"stage 4: {halved} ({recipe['steps']} steps) with seeds 0..{seeds_used - 1}", flush=True)
+        records += run_recipes(args.benchmark, [("budget", halved, recipe)], seeds_used, args.workers, args.root)
+        recipes[halved], factors[halved] = recipe, "budget"
+        rows = summarise(records, recipes, factors)
+        final = [r for r in rows if r["recipe"] in (chosen["recipe"], halved)]
+        chosen = choose(final, args.tolerance / 100)
     table = markdown(args.benchmark, rows, chosen["recipe"], args.seeds)
+    if halved is not None:
+        table += f"Stage 4: `{halved}` is the stage-3 choice with half its steps, on the same seeds.\n"
     if confirmed:
         table += (f"Stage 3: {', '.join(confirmed)} re-trained with {args.confirm_seeds} seeds in all (their mean and "
                   "± are over those seeds); the choice is among them.\n")
@@ -441,6 +463,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     (args.out / f"{args.benchmark}.json").write_text(json.dumps({
         "benchmark": args.benchmark, "seeds": args.seeds, "val_fraction": VAL_FRACTION, "split_seed": SPLIT_SEED,
         "tolerance_points": args.tolerance, "combined": combined[0] if combined else None, "confirmed": confirmed,
+        "halved": halved,
         "chosen": chosen["recipe"], "chosen_settings": chosen["settings"], "seconds": seconds,
         "target_labels_used": False, "summary": rows, "records": records}, indent=1, default=list))
     return 0
