@@ -14,7 +14,7 @@ import pytest
 import torch
 
 pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import ot  # noqa: E402
@@ -160,13 +160,22 @@ def test_coral_degenerate_symmetric_shift_invariant_and_dtype_agreement(pair, sh
 def test_sinkhorn_divergence_degenerate_symmetric_nonnegative_dtype_agreement(pair):
     x, y, scale = pair
     eps = 0.5 * scale * scale  # the divergence is homogeneous: eps relative to the scale
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
         v = float(sinkhorn_divergence(x, y, epsilon=eps, tol=1e-10, max_iter=5000))
         w = float(sinkhorn_divergence(y, x, epsilon=eps, tol=1e-10, max_iter=5000))
+        converged64 = not any("did not converge" in str(c.message) for c in caught)
         v32 = float(sinkhorn_divergence(x.float(), y.float(), epsilon=eps, tol=1e-6, max_iter=5000))
+        converged32 = not any("did not converge" in str(c.message) for c in caught)
     unit = scale * scale
-    assert math.isfinite(v) and v >= -1e-7 * unit
+    assert math.isfinite(v) and math.isfinite(w) and math.isfinite(v32)
+    # Symmetry, non-negativity and the dtype agreement are properties of the converged
+    # divergence. Some rare clouds (about 1 in 130 randomized examples: duplicated rows at a
+    # large scale, where the cross problem's C/eps reaches ~50 and the marginal error shrinks by
+    # ~2e-4 per iteration) do not reach tol within max_iter; the solver then says so with a
+    # RuntimeWarning (tested in test_losses_sinkhorn.py) and those examples are not evidence here.
+    assume(converged64 and converged32)
+    assert v >= -1e-7 * unit
     # Swapping the inputs runs a different iteration sequence; both stop at the marginal
     # tolerance, so symmetry holds to the solver's accuracy, not to rounding (seen: 1.6e-6).
     assert v == pytest.approx(w, rel=1e-5, abs=1e-7 * unit)
