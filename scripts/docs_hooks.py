@@ -201,8 +201,9 @@ def method_example(name: str, steps: int = 50) -> str:
 
 
 def _readme_tables() -> Dict[str, Tuple[List[str], Dict[str, List[str]]]]:
-    """``{heading: (columns, {row label: cells})}`` of the first table under each ``###`` heading."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """``{heading: (columns, {row label: cells})}`` of the first table under each ``###`` heading of
+    ``docs/results-earlier.md`` (the README's tables before issue 10's recipes)."""
+    text = (ROOT / "docs" / "results-earlier.md").read_text(encoding="utf-8")
     out = {}
     for block in re.split(r"^### ", text, flags=re.M)[1:]:
         heading = block.splitlines()[0].strip()
@@ -240,10 +241,10 @@ def _results_section(name: str) -> str:
                           f"without target labels, DEV): **{table[key][0]}** (oracle selection "
                           f"{table[key][2]}); see [Results](../results.md).\n")
     if not rows:
-        return ("The README's tables (`adaptlib compare`'s seven default methods) do not include this "
+        return ("The earlier tables (the seven default methods of the time) do not include this "
                 "method; run a comparison with `adaptlib compare office-caltech10-surf --methods "
                 + name + "`.\n")
-    head = ("The README's tables, measured with the shared recipe before issue 10 (SGD 0.01, MLP "
+    head = ("The [earlier tables](../results-earlier.md), measured with the shared recipe before issue 10 (SGD 0.01, MLP "
             "128 → 64): target accuracy (%), mean ± std over 3 seeds of the 12- (SURF, Amazon) or "
             "2-task (MNIST-USPS) mean, default hyper-parameters, the same MLP and budget for every "
             "method:\n\n"
@@ -324,8 +325,10 @@ def reproduction_section(name: str, results_dir: Optional[Path] = None) -> str:
                 if not full:
                     ours += f", {len(tasks)} of {len(bench.tasks)} tasks"
             cfg = data["config"]
+            network = {"mlp": "MLP", "lenet": "LeNet, FC", "all-MiniLM-L6-v2": "all-MiniLM-L6-v2 + MLP",
+                       "efficientnet-lite0": "EfficientNet-Lite0, FC"}.get(cfg.get("backbone") or "mlp", "MLP")
             recipes.append(f"`{bench_name}`: {cfg.get('steps')} steps, batch {cfg.get('batch_size')}, "
-                           f"{cfg.get('optimizer')} lr {cfg.get('lr')}, MLP "
+                           f"{cfg.get('optimizer')} lr {cfg.get('lr')}, {network} "
                            + " → ".join(str(h) for h in (cfg.get("hidden") or ()))
                            + f" → bottleneck {cfg.get('bottleneck')}, {cfg.get('seeds')} seed(s)")
         if bench_name in paper:
@@ -406,17 +409,18 @@ def results_page() -> str:
         raise PluginError("README.md has no '## Results' section for docs/results.md")
     body = m.group(1).replace("](docs/", "](")
     # Links to other files of the repository (not part of the site) become their path.
-    body = re.sub(r"\[([^\]]+)\]\((?!https?:|surf-study/)([^)]+)\)",
+    body = re.sub(r"\[([^\]]+)\]\((?!https?:|surf-study/|selection-study-surf/|selection-study-amazon/|results-earlier)([^)]+)\)",
                   lambda mm: mm.group(1) if mm.group(1).strip("`") == mm.group(2) else f"{mm.group(1)} (`{mm.group(2)}`)",
                   body)
     body = re.sub(r"^### ", "## ", body, flags=re.M)
     # GitHub starts a list right after a paragraph line; Python-Markdown needs a blank line.
     body = re.sub(r"^(?![-*\s|])(.+)\n(?=[-*] )", r"\1\n\n", body, flags=re.M)
-    figures = ("\n## Figures of the SURF study\n\n"
-               "![accuracy against training step](surf-study/accuracy_vs_step.png)\n\n"
-               "![per-task accuracy](surf-study/per_task_office-caltech10-surf.png)\n\n"
-               "The complete study report (every validator, pairwise tests, per-task tables) is "
-               "[SURF study report](surf-study/report.md).\n")
+    figures = ("\n## Figures of the SURF selection study\n\n"
+               "![accuracy against training step](selection-study-surf/accuracy_vs_step.png)\n\n"
+               "![per-task accuracy](selection-study-surf/per_task_office-caltech10-surf.png)\n\n"
+               "The complete study reports (every validator, pairwise tests, per-task tables): "
+               "[SURF](selection-study-surf/report.md), [Amazon](selection-study-amazon/report.md); "
+               "the earlier, larger SURF study (old recipe): [report](surf-study/report.md).\n")
     return ("# Results\n\n*Generated from the `## Results` section of the README at build time.*\n"
             + body + figures + committed_tables())
 
