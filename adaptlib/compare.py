@@ -50,8 +50,9 @@ RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
 #: What ``adaptlib compare`` trains by default: the baseline, the classic alignment methods (adversarial,
 #: MMD, covariance), a modern one (MCC) and a composition (DANN + MCC). The other registered methods
 #: (DeepJDOT, CDAN+E, BNM, ... ``adaptlib list``) are one ``--methods`` away; the set is sized so that
-#: SURF with 3 seeds runs in under 15 minutes on 2 cores (README, "Run time").
+#: SURF with 3 seeds runs in under 15 minutes on 2 cores (11 min measured; README, "Results").
 DEFAULT_METHODS: Tuple[str, ...] = ("source-only", "dann", "dan", "deep-coral", "mcc", "dann+mcc")
+
 
 def default_output(benchmark: str) -> Path:
     """``results/<benchmark>``; ``results/folder-<folder name>`` for a folder benchmark."""

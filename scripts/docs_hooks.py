@@ -296,6 +296,7 @@ def reproduction_section(name: str, results_dir: Optional[Path] = None) -> str:
     (:func:`load_results`), the paper's own number (``Method.paper_results``, percent) and
     adaptlib − paper in points. The difference is printed only when the comparison covered
     every task of the benchmark (the paper's number is a mean over all of them)."""
+    from adaptlib.compare import _NETWORK_NAMES
     from adaptlib.datasets import BENCHMARKS
 
     cls = _methods()[name]
@@ -325,8 +326,8 @@ def reproduction_section(name: str, results_dir: Optional[Path] = None) -> str:
                 if not full:
                     ours += f", {len(tasks)} of {len(bench.tasks)} tasks"
             cfg = data["config"]
-            network = {"mlp": "MLP", "lenet": "LeNet, FC", "all-MiniLM-L6-v2": "all-MiniLM-L6-v2 + MLP",
-                       "efficientnet-lite0": "EfficientNet-Lite0, FC"}.get(cfg.get("backbone") or "mlp", "MLP")
+            backbone = cfg.get("backbone") or "mlp"
+            network = _NETWORK_NAMES.get(backbone, backbone)  # the name compare's own tables print
             recipes.append(f"`{bench_name}`: {cfg.get('steps')} steps, batch {cfg.get('batch_size')}, "
                            f"{cfg.get('optimizer')} lr {cfg.get('lr')}, {network} "
                            + " → ".join(str(h) for h in (cfg.get("hidden") or ()))
