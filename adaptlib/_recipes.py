@@ -38,6 +38,11 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
                            steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
                            momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
                            load_options={}),
+    # The same reviews in the mSDA representation: amazon-reviews' recipe, unchanged (not re-selected).
+    "amazon-reviews-msda": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
+                                steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
+                                momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
+                                load_options={}),
     # ADDA's LeNet (20/50 5x5 convolutions, 500 units) from scratch on 28x28 images (docs/digits-images.md).
     "digits-images": dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True,
                           steps=1000, batch_size=32, optimizer="adam", lr=1e-3, backbone_lr_multiplier=1.0,

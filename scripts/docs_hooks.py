@@ -61,6 +61,7 @@ REFERENCE = {
     "adaptlib.estimator": "reference/adaptlib",
     "adaptlib.backbones": "reference/backbones",
     "adaptlib.vision": "reference/vision",
+    "adaptlib.representations": "reference/representations",
 }
 
 

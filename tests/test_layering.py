@@ -1,6 +1,6 @@
 """The import graph of adaptlib: no cycles, and every layer imports only from the ones below.
 
-Layers, bottom to top: ``losses`` and ``kernels`` (with the shared helpers ``_checks``,
+Layers, bottom to top: ``losses``, ``kernels`` and ``representations`` (with the shared helpers ``_checks``,
 ``_streams``, ``labels``), ``methods``, ``models`` and ``backbones`` (pretrained networks a
 model is built from), ``trainer``, then ``compare``, ``studies``,
 ``validation``, ``distributed`` and ``datasets`` on top of the trainer, and ``cli`` last.
@@ -134,6 +134,8 @@ FORBIDDEN = {
     # importer layer: layers it must not import from
     "losses": ["methods", "trainer", "compare", "studies", "cli", "models"],
     "kernels": ["losses", "methods", "trainer", "compare", "studies", "cli", "models"],
+    # closed-form representations (mSDA): stateless functions of tensors, like the losses
+    "representations": ["methods", "trainer", "compare", "studies", "cli", "models", "datasets"],
     "methods": ["trainer", "compare", "studies", "cli"],
     "backbones": ["losses", "kernels", "methods", "trainer", "compare", "studies", "cli", "datasets", "validation",
                   "estimator"],

@@ -30,6 +30,7 @@ from ._files import (
     fetch,
 )
 from .amazon_reviews import load_amazon_reviews
+from .amazon_reviews_msda import load_amazon_reviews_msda
 from .amazon_reviews_text import (load_amazon_reviews_text, load_amazon_reviews_text_embeddings,
                                   load_amazon_reviews_text_tokens)
 from .benchmarks import BENCHMARKS, Benchmark, TransferTask, folder_benchmark, get_benchmark
@@ -52,6 +53,7 @@ __all__ = [
     "load_mnist_usps_jda",
     "load_digit_images",
     "load_amazon_reviews",
+    "load_amazon_reviews_msda",
     "load_folder_domains",
     "folder_spec",
     "folder_benchmark",

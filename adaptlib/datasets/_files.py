@@ -286,6 +286,7 @@ BENCHMARK_FILES: Dict[str, Tuple[str, ...]] = {
     ),
 }
 BENCHMARK_FILES["amazon-reviews-text-finetune"] = BENCHMARK_FILES["amazon-reviews-text"]
+BENCHMARK_FILES["amazon-reviews-msda"] = BENCHMARK_FILES["amazon-reviews"]
 
 
 # --------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@
 * ``"amazon-reviews"``: 12 tasks over Books, DVD, Electronics, Kitchen (5000-d, 2 classes);
   DANN protocol (Ganin et al., JMLR 2016, Sec. 5.1): source = ``S_train`` (labelled),
   adaptation on ``T_train`` (labels ignored), accuracy on ``T_test``.
+* ``"amazon-reviews-msda"``: the same tasks, files and protocol in the DANN paper's mSDA
+  representation (30,000-d: the counts and five closed-form denoising layers fitted on the
+  unlabelled ``S_train`` + ``T_train``; :mod:`adaptlib.datasets.amazon_reviews_msda`).
 * ``"amazon-reviews-text"``: the same 12 tasks on the raw review texts (2000 labelled reviews per
   domain), each review a frozen all-MiniLM-L6-v2 embedding (384-d, cached on disk); all 2000
   labelled source reviews, all 2000 target reviews unlabelled for adaptation and for the
@@ -152,11 +155,10 @@ class Benchmark:
             download: download missing files.
             **options: forwarded to the domain loader to deviate from the default
                 preprocessing (``preprocess=`` for Office-Caltech10, ``normalize=`` for
-                MNIST-USPS, ``transform=`` for Amazon, ``max_length=`` and ``cache_dir=`` for
-                Amazon text, ``max_length=`` for its fine-tuning variant). Leave empty for the
-                standard protocol.
-                MNIST-USPS, ``transform=`` for Amazon, ``size=`` / ``n=`` / ``data_seed=`` for
-                the digit images). Leave empty for the standard protocol.
+                MNIST-USPS, ``transform=`` for Amazon, ``noise=`` / ``layers=`` /
+                ``cache_dir=`` for its mSDA variant, ``max_length=`` and ``cache_dir=`` for
+                Amazon text, ``max_length=`` for its fine-tuning variant, ``size=`` / ``n=`` /
+                ``data_seed=`` for the digit images). Leave empty for the standard protocol.
 
         Returns:
             :class:`TransferTask` whose domains are fresh tensors (parsed files are cached
@@ -230,6 +232,13 @@ def _build_amazon(task: str, root, download: bool, **options):
     target_train = load_amazon_reviews(t, "train", root, download, **options)
     target_test = load_amazon_reviews(t, "test", root, download, **options)
     return source, target_train, target_test
+
+
+def _build_amazon_msda(task: str, root, download: bool, **options):
+    from .amazon_reviews_msda import load_amazon_reviews_msda
+
+    s, t = (_AMAZON_NAMES[p] for p in task.split("->"))
+    return load_amazon_reviews_msda(s, t, root, download, **options)
 
 
 def _build_amazon_text(task: str, root, download: bool, **options):
@@ -316,6 +325,26 @@ BENCHMARKS: Dict[str, Benchmark] = {
         ),
         _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
         _build=_build_amazon,
+    ),
+    "amazon-reviews-msda": Benchmark(
+        name="amazon-reviews-msda",
+        tasks=_AMAZON_TASKS,
+        num_classes=2,
+        input_dim=30000,
+        files=BENCHMARK_FILES["amazon-reviews-msda"],
+        protocol=(
+            "DANN protocol as amazon-reviews (labelled S_train, unlabelled T_train, accuracy on "
+            "T_test). Features: the counts and a 5-layer mSDA (noise 0.5) fitted in closed form on "
+            "the unlabelled union of S_train and T_train, 30,000-d (Ganin et al., JMLR 2016, "
+            "Table 1). Every method, source-only included, adapts through this representation."
+        ),
+        citation=(
+            "Blitzer et al., ACL 2007; Chen et al., Marginalized Denoising Autoencoders for "
+            "Domain Adaptation, ICML 2012; Ganin et al., Domain-Adversarial Training of Neural "
+            "Networks, JMLR 2016."
+        ),
+        _resolve=_letter_task_resolver(amazon_reviews.resolve_domain, amazon_reviews.DOMAIN_LETTERS),
+        _build=_build_amazon_msda,
     ),
     "amazon-reviews-text": Benchmark(
         name="amazon-reviews-text",

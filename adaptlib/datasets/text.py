@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["TextDomain", "embedding_cache_dir", "cached_text_embeddings", "texts_sha256", "CACHE_ENV"]
+__all__ = ["TextDomain", "embedding_cache_dir", "cache_subdir", "cached_text_embeddings", "texts_sha256", "CACHE_ENV"]
 
 logger = logging.getLogger("adaptlib.datasets")
 
@@ -97,16 +97,28 @@ def embedding_cache_dir(cache_dir: Union[str, "os.PathLike[str]", None] = None) 
     Raises:
         TypeError: ``cache_dir`` is not a path.
     """
+    return cache_subdir("embeddings", cache_dir)
+
+
+def cache_subdir(name: str, cache_dir: Union[str, "os.PathLike[str]", None] = None) -> Path:
+    """The folder of one kind of cached data (``"embeddings"``, ``"msda"``), absolute, not created.
+
+    Resolution order: ``cache_dir`` if given; else ``$ADAPTLIB_CACHE/<name>``; else
+    ``$XDG_CACHE_HOME/adaptlib/<name>``; else ``~/.cache/adaptlib/<name>``.
+
+    Raises:
+        TypeError: ``cache_dir`` is not a path.
+    """
     if cache_dir is not None:
         if not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
         return Path(cache_dir).expanduser().absolute()
     env = os.environ.get(CACHE_ENV, "")
     if env:
-        return (Path(env).expanduser() / "embeddings").absolute()
+        return (Path(env).expanduser() / name).absolute()
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return (base / "adaptlib" / "embeddings").absolute()
+    return (base / "adaptlib" / name).absolute()
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
