@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .compare import DEFAULT_METHODS, CompareConfig, check_output_folder, compare, default_output
+from .datasets.benchmarks import BENCHMARKS
 from .methods import METHODS
 
 _KWARGS_EXAMPLE = '{"dann": {"trade_off": 0.5}}'
@@ -93,8 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(accuracy as a fraction in [0, 1]). A folder that already holds results is refused "
                     "unless --overwrite is given.")
     c.add_argument("benchmark", nargs="?", default=None,
-                   help="office-caltech10-surf, mnist-usps-jda, amazon-reviews, or folder:<path> for your own "
-                        "domains (or give --data-dir)")
+                   help=f"{', '.join(BENCHMARKS)}, or folder:<path> for your own domains (or give --data-dir)")
     c.add_argument("--methods", type=_csv, default=list(DEFAULT_METHODS),
                    help=f"comma-separated methods (default: {','.join(DEFAULT_METHODS)}; known: {','.join(sorted(METHODS))}; "
                         "join methods with '+' to train them as one composition, e.g. dann+mcc)")
