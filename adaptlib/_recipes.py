@@ -34,11 +34,14 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
                            steps=2000, batch_size=64, optimizer="adamw", lr=1e-3, backbone_lr_multiplier=1.0,
                            momentum=0.9, weight_decay=0.01, lr_schedule="cosine", label_smoothing=0.1,
                            load_options={"normalize": "l2"}),
+    # The full grid's stage-2 combination (log(1 + count) inputs, cosine schedule, label smoothing 0.1,
+    # 2000 steps of batch 64), confirmed on a second seed; half its steps lose 0.43 points.
     "amazon-reviews": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
-                           steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
-                           momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
-                           load_options={}),
-    # The same reviews in the mSDA representation: amazon-reviews' recipe, unchanged (not re-selected).
+                           steps=2000, batch_size=64, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
+                           momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.1,
+                           load_options={"transform": "log1p"}),
+    # The same reviews in the mSDA representation: the recipe amazon-reviews had before its full grid
+    # (1000 steps of 32, raw counts; not re-selected for this representation), which its table used.
     "amazon-reviews-msda": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
                                 steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
                                 momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,

@@ -11,9 +11,11 @@ result (81.3 %, Ganin et al., JMLR 2016, Table 1) is DANN trained on this repres
 
 Example::
 
+    import torch
     from adaptlib.representations import msda_fit, msda_transform
+    x_source, x_target = torch.rand(200, 50), torch.rand(300, 50)   # e.g. word counts, no labels
     weights = msda_fit(torch.cat([x_source, x_target]), noise=0.5, layers=5)
-    z_source = msda_transform(x_source, weights)      # (N_s, D * 6)
+    z_source = msda_transform(x_source, weights)      # (200, 50 * 6)
 
 Cite:
     M. Chen, Z. Xu, K. Q. Weinberger, F. Sha. Marginalized Denoising Autoencoders for Domain
@@ -21,6 +23,7 @@ Cite:
 """
 from __future__ import annotations
 
+import numbers
 from typing import List, Sequence
 
 import torch
@@ -63,6 +66,7 @@ def msda_layer(x: torch.Tensor, noise: float, *, reg: float = 1e-5) -> torch.Ten
 
     Returns:
         ``W`` of shape ``(D, D + 1)`` in ``x``'s dtype and device; its last column is the bias.
+        A fixed closed-form fit: no gradient flows back to ``x`` (it is detached).
 
     Raises:
         TypeError / ValueError: ``x`` is not a finite ``(N, D)`` float tensor; ``noise`` is not
@@ -72,10 +76,12 @@ def msda_layer(x: torch.Tensor, noise: float, *, reg: float = 1e-5) -> torch.Ten
     Cite: Chen et al., Marginalized Denoising Autoencoders for Domain Adaptation, ICML 2012, Sec. 3.
     """
     x = _check_x(x)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise < 1.0:
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0.0 <= noise < 1.0:
         raise ValueError(f"noise must be a corruption probability in [0, 1), got {noise!r}")
-    if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg >= 0.0:
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0.0:
         raise ValueError(f"reg must be a number >= 0, got {reg!r}")
+    noise, reg = float(noise), float(reg)
+    x = x.detach()
     n, d = x.shape
     xb = torch.cat([x.double(), x.new_ones(n, 1, dtype=torch.float64)], dim=1)
     q = xb.new_full((d + 1,), 1.0 - noise)
@@ -112,11 +118,11 @@ def msda_fit(x: torch.Tensor, noise: float = 0.5, layers: int = 5, *, reg: float
 
     Cite: Chen et al., ICML 2012, Algorithm 1 (mSDA).
     """
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+    if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 1:
         raise ValueError(f"layers must be an int >= 1, got {layers!r}")
-    h = _check_x(x)
+    h = _check_x(x).detach()
     weights = []
-    for _ in range(layers):
+    for _ in range(int(layers)):
         w = msda_layer(h, noise, reg=reg)
         weights.append(w)
         h = _apply(h, w)
@@ -142,15 +148,19 @@ def msda_transform(x: torch.Tensor, weights: Sequence[torch.Tensor], *, include_
         chunk_size: rows processed at a time (bounds the temporary memory).
 
     Returns:
-        ``(N, D * (L + 1))`` (``(N, D * L)`` without the input), in ``x``'s dtype and device.
+        ``(N, D * (L + 1))`` (``(N, D * L)`` without the input), in ``x``'s dtype and device; a
+        fixed feature map, computed without autograd (``x`` and the weights are detached).
 
     Raises:
         TypeError / ValueError: ``x`` is not a finite float ``(N, D)`` tensor; ``weights`` is
             empty or a matrix is not ``(D, D + 1)`` of ``x``'s dtype and device.
     """
-    x = _check_x(x)
+    x = _check_x(x).detach()
     d = x.shape[1]
-    weights = list(weights)
+    if isinstance(weights, torch.Tensor):
+        raise TypeError("weights must be the list of (D, D + 1) matrices that msda_fit returns, got one tensor "
+                        f"of shape {tuple(weights.shape)} (wrap it in a list)")
+    weights = [w.detach() if isinstance(w, torch.Tensor) else w for w in weights]
     if not weights:
         raise ValueError("weights must hold at least one (D, D + 1) matrix from msda_fit")
     for i, w in enumerate(weights):
@@ -160,7 +170,7 @@ def msda_transform(x: torch.Tensor, weights: Sequence[torch.Tensor], *, include_
         if w.dtype != x.dtype or w.device != x.device:
             raise TypeError(f"weights[{i}] must have x's dtype and device ({x.dtype}, {x.device}), "
                             f"got ({w.dtype}, {w.device})")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     blocks = len(weights) + int(include_input)
     out = x.new_empty(x.shape[0], d * blocks)

@@ -84,6 +84,11 @@ def test_msda_bad_input_is_named():
         msda_transform(x.double(), w)
     with pytest.raises(ValueError, match="at least one"):
         msda_transform(x, [])
+    with pytest.raises(TypeError, match="list of"):
+        msda_transform(x, w[0])
+    z = msda_transform(x.clone().requires_grad_(True), w)  # a fixed feature map: no autograd graph
+    assert not z.requires_grad and z.shape == (5, 6)
+    assert len(msda_fit(x, np.float32(0.5), np.int64(2))) == 2  # NumPy scalars are numbers too
 
 
 def test_amazon_msda_benchmark_fits_once_per_pair_and_caches(data_root, tmp_path, monkeypatch):

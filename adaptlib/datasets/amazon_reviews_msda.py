@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -39,7 +40,8 @@ __all__ = ["load_amazon_reviews_msda", "MSDA_NOISE", "MSDA_LAYERS"]
 
 logger = logging.getLogger("adaptlib.datasets")
 
-#: Corruption probability of every layer (Chen et al.'s and the DANN paper's setting).
+#: Corruption probability of every layer: a middle value of the range Chen et al. search, fixed
+#: here without tuning (the DANN paper gives the depth and the 30,000-d size, not restated here).
 MSDA_NOISE = 0.5
 #: Number of stacked layers (the DANN paper's 30,000-d representation: input + 5 layers).
 MSDA_LAYERS = 5
@@ -109,14 +111,15 @@ def load_amazon_reviews_msda(
     s, t = resolve_domain(source, "source"), resolve_domain(target, "target")
     if s == t:
         raise ValueError(f"source and target must be different domains, got {s!r} twice")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise < 1.0:
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0.0 <= noise < 1.0:
         raise ValueError(f"noise must be a corruption probability in [0, 1), got {noise!r}")
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+    if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 1:
         raise ValueError(f"layers must be an int >= 1, got {layers!r}")
+    noise, layers = float(noise), int(layers)
     pair = tuple(sorted((s, t)))
-    folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, float(noise), layers)}"
+    folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, noise, layers)}"
     if not folder.is_dir():
-        _fit_and_store(pair, folder, float(noise), layers, root, download)
+        _fit_and_store(pair, folder, noise, layers, root, download)
     out = []
     for d, split in ((s, "train"), (t, "train"), (t, "test")):
         counts = load_amazon_reviews(d, split, root, download)
