@@ -2,14 +2,14 @@
 
 For a task ``S->T``, a 5-layer marginalized stacked denoising autoencoder
 (:func:`adaptlib.representations.msda_fit`, Chen et al., ICML 2012) is fitted in closed form on
-the unlabelled union of ``S_train`` and ``T_train`` (4000 reviews; no label is read), and every
+the unlabelled union of ``S_train`` and ``T_train`` (4000 reviews; no label is used), and every
 review becomes ``[x, h_1, ..., h_5]``: its 5000 counts followed by the five 5000-d ``tanh``
 layers, 30,000 features, as in Ganin et al. (JMLR 2016, Sec. 5.1 and Table 1), where DANN on
 this representation reaches 81.3 % on average over the 12 tasks.
 
 The fit only sees the two training files, which are the same for ``S->T`` and ``T->S``, so one
-fit serves both tasks. Fitting one pair costs about a minute on two cores (five 5001 x 5001
-solves in float64, then the transform of about 14,000 reviews); the hidden layers are cached on
+fit serves both tasks. Fitting one pair costs about two minutes on two cores (five 5001 x 5001
+solves in float64, about 10 s each, then the transform of about 14,000 reviews); the hidden layers are cached on
 disk (float16, about 0.7 GB a pair, under :func:`adaptlib.datasets.text.cache_subdir` ``("msda")``)
 and read back by every later run.
 
