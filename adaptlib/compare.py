@@ -37,12 +37,13 @@ from .methods import METHODS, get_method
 from .methods.search_space import check_hparams
 from .models import AdaptModel, lenet, mlp
 from .trainer import Trainer
-from ._recipes import BACKBONES, BENCHMARK_SETTINGS, RECIPE_KEYS, USER_DATA_SETTINGS, settings_for
+from ._recipes import (BACKBONES, BENCHMARK_SETTINGS, METHOD_DEFAULTS, RECIPE_KEYS, USER_DATA_SETTINGS,
+                       method_defaults_for, settings_for)
 
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
            "check_output_folder", "RECIPE_KEYS", "BACKBONES", "build_model", "build_trainer", "USER_DATA_SETTINGS",
-           "settings_for", "default_output"]
+           "settings_for", "default_output", "METHOD_DEFAULTS", "method_defaults_for"]
 
 #: The files :meth:`ComparisonResult.save` writes into its folder.
 RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
@@ -72,7 +73,9 @@ class CompareConfig:
             :data:`USER_DATA_SETTINGS`).
         methods: method registry names.
         method_kwargs: method name (one of ``methods``) -> its hyper-parameters, e.g.
-            ``{"dann": {"trade_off": 0.5}}``; checked by :func:`check_method_kwargs`.
+            ``{"dann": {"trade_off": 0.5}}``; checked by :func:`check_method_kwargs`. They override,
+            name by name, the benchmark's own method defaults (:data:`METHOD_DEFAULTS`, chosen
+            without target labels), which :meth:`resolved` merges in.
         tasks: task names (``None``: all tasks of the benchmark).
         seeds: number of seeds (``0..seeds-1``) per (task, method).
         steps, batch_size, lr: Trainer budget and optimizer (``None``: benchmark default).
@@ -164,7 +167,11 @@ class CompareConfig:
             raise ValueError(f"shots must be a positive integer, got {out.shots!r}")
         if out.workers <= 0:
             out.workers = max(1, min(os.cpu_count() or 1, 8))
-        out.method_kwargs = check_method_kwargs(out.method_kwargs, out.methods)
+        user = check_method_kwargs(out.method_kwargs, out.methods)
+        # The benchmark's own defaults of a method (METHOD_DEFAULTS, chosen without target labels),
+        # under the user's: the resolved config records every hyper-parameter that left a paper default.
+        merged = {m: {**method_defaults_for(self.benchmark, m), **user.get(m, {})} for m in out.methods}
+        out.method_kwargs = check_method_kwargs({m: hp for m, hp in merged.items() if hp}, out.methods)
         return out
 
 
@@ -457,6 +464,11 @@ class ComparisonResult:
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
                 f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, {network}"
                 + (f", {self.config.precision} mixed precision" if self.config.precision != "32" else "") + ".")
+        changed = {m: hp for m, hp in (self.config.method_kwargs or {}).items() if hp and m in methods}
+        if changed:  # the benchmark's own defaults (METHOD_DEFAULTS) or the user's --method-kwargs
+            note += " Set for this benchmark or run (else the paper defaults): " + "; ".join(
+                f"{m} " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items())
+                for m, hp in changed.items()) + "."
         if any(METHODS[m].uses_target_labels for m in methods):
             note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "
                      "target samples; the other methods use no target label.")

@@ -71,3 +71,19 @@ def test_accuracy_is_a_fraction_in_records_and_files_and_percent_in_the_table(da
     assert float(csv_mean) == pytest.approx(mean, abs=1e-4)
     table = paths["markdown"].read_text()
     assert f"| **Mean** | {100 * mean:.1f} ± " in table and "Target accuracy (%)" in table
+
+
+def test_a_benchmarks_method_default_is_trained_recorded_and_shown(data_root, tmp_path, monkeypatch):
+    import adaptlib.compare as compare_module
+
+    monkeypatch.setitem(compare_module.METHOD_DEFAULTS, "office-caltech10-surf", {"dann": {"trade_off": 0.25}})
+    built = []
+    real = compare_module.get_method
+    monkeypatch.setattr(compare_module, "get_method", lambda name, **kw: built.append(real(name, **kw)) or built[-1])
+    cfg = CompareConfig(methods=("source-only", "dann"), tasks=("D->W",), seeds=1, steps=5, workers=1,
+                        root=str(data_root))
+    result = compare(cfg, progress=False)
+    assert [m.trade_off for m in built if m.name == "dann"] == [0.25]
+    saved = json.loads(result.save(tmp_path)["json"].read_text())
+    assert saved["config"]["method_kwargs"] == {"dann": {"trade_off": 0.25}}
+    assert "dann trade_off=0.25" in result.markdown()

@@ -206,8 +206,23 @@ def test_efficientnet_backbone_on_digits_features_separate_better_than_random(da
     assert acc_pre > acc_rand + 0.1 and acc_pre > 0.55, (acc_pre, acc_rand)
 
 
-def test_a_study_refuses_an_image_benchmark_rather_than_training_an_mlp():
+def test_a_study_on_digit_images_trains_the_recipes_lenet_not_an_mlp(monkeypatch):
+    from adaptlib.studies import execute_run, parse_study
+    from adaptlib.studies import run as study_run
+
+    spec = parse_study('name = "x"\nbenchmark = "digits-images"\ntasks = ["U->M"]\nmethods = ["dann"]\n'
+                       'steps = 3\ncheckpoint_every = 3\nvalidators = ["source-accuracy"]\n')
+    assert spec.network["backbone"] == "lenet"
+    built = []
+    monkeypatch.setattr(study_run, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1])
+    result = execute_run(spec.runs()[0])
+    assert result.status == "ok", result.error
+    assert [r["step"] for r in result.rows] == [3] and 0.0 <= result.rows[0]["target_accuracy"] <= 1.0
+    assert any(isinstance(m, torch.nn.Conv2d) for m in built[0].modules())
+
+
+def test_a_study_refuses_a_pretrained_backbone_rather_than_training_it_at_one_learning_rate():
     from adaptlib.studies import StudyError, parse_study
 
-    with pytest.raises(StudyError, match="MLP backbone only"):
-        parse_study('name = "x"\nbenchmark = "digits-images"\nmethods = ["dann"]\n')
+    with pytest.raises(StudyError, match="from scratch.*efficientnet-lite0"):
+        parse_study('name = "x"\nbenchmark = "digits-images-efficientnet"\nmethods = ["dann"]\n')

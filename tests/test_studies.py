@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
+from adaptlib.compare import METHOD_DEFAULTS, CompareConfig, method_defaults_for
 from adaptlib.methods import METHODS
 from adaptlib.methods.search_space import Choice, LogUniform, ScaledGrid, Uniform
 from adaptlib.studies import (FRAME_COLUMNS, RecordStore, StudyError, TRAINER_SEARCH_SPACE, execute_run,
@@ -148,7 +149,8 @@ def test_run_seeds_are_sha256_of_the_run_identity(tmp_path, data_root):
     for s in specs:
         assert s.seed == sha_seed("small", s.method, s.task, s.config, s.trial) == run_seed(
             "small", s.method, s.task, s.config, s.trial)
-        assert s.hparams == sample_config("small", s.method, s.config, lr=study.lr)  # same config on every task
+        assert s.hparams == sample_config("small", s.method, s.config, lr=study.lr,  # same config on every task
+                                          defaults=method_defaults_for(study.benchmark, s.method))
     assert len({s.seed for s in specs}) == 16
 
 
@@ -216,6 +218,35 @@ def test_random_configurations_search_the_learning_rate_around_the_studys():
             assert drawn["lr"] == pytest.approx(base * lr / 0.01, rel=1e-12)
             assert drawn["trade_off"] == sample_config("s", "dann", k)["trade_off"]  # the method's draw is unchanged
     assert sample_config("s", "dann", 0, lr=3e-3)["lr"] == 3e-3
+
+
+def test_a_benchmarks_method_defaults_are_configuration_0_and_what_compare_trains(monkeypatch):
+    monkeypatch.setitem(METHOD_DEFAULTS, "office-caltech10-surf", {"dann": {"trade_off": 0.25}})
+    study = parse_study(BASE + 'methods = ["dann", "dann+mcc"]\nconfigs = 2\n')
+    assert study.hparams("dann", 0)["trade_off"] == 0.25 and study.hparams("dann", 0)["gamma"] == 10.0
+    assert study.hparams("dann", 1) == sample_config("x", "dann", 1, lr=study.lr)  # draws are not moved
+    assert study.hparams("dann+mcc", 0)["dann.trade_off"] == 1.0  # keyed by the exact method name
+    resolved = CompareConfig(methods=("source-only", "dann"), seeds=1,
+                             method_kwargs={"dann": {"gamma": 5.0}}).resolved()
+    assert resolved.method_kwargs == {"dann": {"trade_off": 0.25, "gamma": 5.0}}  # the user's names win, merged
+    assert CompareConfig(methods=("dann",), method_kwargs={"dann": {"trade_off": 2.0}}).resolved().method_kwargs == {
+        "dann": {"trade_off": 2.0}}
+    assert CompareConfig(benchmark="amazon-reviews", methods=("dann",)).resolved().method_kwargs == {}
+    assert method_defaults_for("folder:/nowhere", "dann") == {}
+    with pytest.raises(ValueError, match=r"defaults: \['tradeoff'\]"):
+        sample_config("x", "dann", 0, defaults={"tradeoff": 0.3})
+
+
+def test_every_shipped_method_default_is_valid_and_documented():
+    from adaptlib.compare import check_method_kwargs
+
+    for benchmark, per_method in METHOD_DEFAULTS.items():
+        for method, hparams in per_method.items():
+            assert check_method_kwargs({method: hparams}, (method,)) == {method: hparams}
+            for param in hparams:  # the table of the selection that chose it
+                assert (REPO / "docs" / "defaults" / f"{benchmark}-{method}-{param}.md").is_file()
+                chosen = json.loads((REPO / "docs" / "defaults" / f"{benchmark}-{method}-{param}.json").read_text())
+                assert chosen["chosen"] == hparams[param] and chosen["validator"] == "dev"
 
 
 def test_shipped_study_file_is_the_flagship_study():
@@ -320,7 +351,8 @@ def test_records_schema_and_append_only(reference):
     assert frame[["source-accuracy", "iwv", "dev", "snd", "entropy", "target_accuracy"]].notna().all().all()
     row = frame.iloc[0]
     study_lr = load_study(path).lr  # the benchmark's lr (BENCHMARK_SETTINGS), not a pinned number
-    assert json.loads(row["hparams"]) == sample_config("small", row["method"], int(row["config"]), lr=study_lr)
+    assert json.loads(row["hparams"]) == sample_config("small", row["method"], int(row["config"]), lr=study_lr,
+                                                       defaults=method_defaults_for(row["benchmark"], row["method"]))
     launches = RecordStore(db).launches()
     assert launches[0]["study_text"] == path.read_text()
     assert launches[0]["environment"]["versions"]["torch"] == torch.__version__
@@ -386,6 +418,19 @@ def test_changed_settings_are_refused_and_growing_the_study_adds_only_new_runs(t
     assert (summary.total, summary.already_done, summary.ran) == (12, 8, 4)
     runs = RecordStore(copy).runs()
     assert len(runs) == 20 and set(runs.loc[runs["launch"] == 2, "config"]) == {2}
+
+
+def test_runs_recorded_with_other_hyperparameters_are_refused_not_mixed(tmp_path, reference, data_root, monkeypatch):
+    _, db = reference
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(db.read_bytes())
+    path = tmp_path / "same.toml"
+    path.write_text(small_study_text(copy, data_root))
+    before = len(RecordStore(copy).runs())
+    monkeypatch.setitem(METHOD_DEFAULTS, "office-caltech10-surf", {"dann": {"trade_off": 0.25}})
+    with pytest.raises(StudyError, match=r"other hyper-parameters.*dann configuration 0: .*\"trade_off\": 0\.25"):
+        run_study(load_study(path), workers=1, progress=False)
+    assert len(RecordStore(copy).runs()) == before and len(RecordStore(copy).launches()) == 1  # nothing written
 
 
 def test_killed_driver_resumes_without_recomputing(tmp_path, reference, data_root):

@@ -34,7 +34,7 @@ import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from .spec import RESULT_KEYS, VALIDATORS, Study, StudyError
 
@@ -166,6 +166,13 @@ class RecordStore:
                             f"{self.path} holds records of study {first.get('name')!r} run with other settings: "
                             + "; ".join(diffs) + ". Restore those settings, or give the study another name or "
                             "database")
+                    stale = self._stale_configurations(con, study)
+                    if stale:
+                        raise StudyError(
+                            f"{self.path} holds runs of study {first.get('name')!r} trained with other "
+                            "hyper-parameters than the study draws now (a method's default or a benchmark's "
+                            "method default changed, docs/methods.md): " + "; ".join(stale) + ". Give the study "
+                            "another name or database to train them again")
                 number = con.execute("SELECT COALESCE(MAX(launch), 0) + 1 FROM launches").fetchone()[0]
                 con.execute("INSERT INTO launches VALUES (?, ?, ?, ?, ?, ?)",
                             (number, study.name, _now(), study.text, json.dumps(now),
@@ -175,6 +182,22 @@ class RecordStore:
                 con.execute("ROLLBACK")
                 raise
         return int(number)
+
+    @staticmethod
+    def _stale_configurations(con: sqlite3.Connection, study: Study) -> List[str]:
+        """``"<method> configuration <k>: <recorded> recorded, <now> now"`` for each recorded run whose
+        hyper-parameters differ from those ``study`` gives the same run now (one line per configuration)."""
+        now = {spec.key: spec for spec in study.runs()}
+        out: Dict[Tuple[str, int], str] = {}
+        for key, recorded in con.execute("SELECT key, hparams FROM runs"):
+            spec = now.get(key)
+            if spec is None or (spec.method, spec.config) in out:
+                continue
+            drawn = json.dumps(spec.hparams, sort_keys=True)
+            if json.loads(recorded) != json.loads(drawn):
+                out[spec.method, spec.config] = f"{spec.method} configuration {spec.config}: {recorded} recorded, " \
+                                                f"{drawn} now"
+        return list(out.values())
 
     def add_run(self, result: Any, *, launch: int, attempts: int = 1) -> bool:
         """Insert a finished run (a :class:`~adaptlib.studies.run.RunResult`) in one transaction.

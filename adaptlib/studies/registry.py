@@ -5,7 +5,8 @@ Each method declares its tunable hyper-parameters beside its class
 Trainer hyper-parameter shared by every method, is declared here in
 :data:`TRAINER_SEARCH_SPACE`. A study samples ``N`` configurations per method:
 
-- configuration 0 is the defaults (the method's ``__init__`` defaults and the study's
+- configuration 0 is the defaults (the method's ``__init__`` defaults, updated by the
+  benchmark's own method defaults, ``adaptlib.compare.METHOD_DEFAULTS``, and the study's
   learning rate), i.e. exactly what ``adaptlib compare`` trains;
 - configuration ``k >= 1`` draws every hyper-parameter, in sorted name order, from a
   :class:`random.Random` seeded by :func:`derive_seed` ``(study, method, "config", k)``; the same
@@ -71,7 +72,8 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def sample_config(study: str, method: str, config: int, *, lr: Optional[float] = None) -> Dict[str, Any]:
+def sample_config(study: str, method: str, config: int, *, lr: Optional[float] = None,
+                  defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The hyper-parameters of configuration ``config`` of ``method`` in study ``study``.
 
     Args:
@@ -82,18 +84,27 @@ def sample_config(study: str, method: str, config: int, *, lr: Optional[float] =
             configurations draw ``lr`` from :data:`TRAINER_SEARCH_SPACE` rescaled by
             ``lr / 0.01``, i.e. log-uniformly in ``[lr / 3.33, 3 lr]`` around it (an Adam recipe at
             3e-3 searches 9e-4 to 9e-3, not SGD's range).
+        defaults: configuration 0's values that replace the search space's defaults (a
+            benchmark's own method defaults, :func:`adaptlib.compare.method_defaults_for`);
+            ignored by the drawn configurations. Each name must be in the search space.
 
     Returns:
         name -> value (``lr`` and the method's tunable arguments; tuples as lists), JSON-ready.
 
     Raises:
-        ValueError: ``config`` is not a non-negative integer, or ``method`` is unknown.
+        ValueError: ``config`` is not a non-negative integer, ``method`` is unknown, or ``defaults``
+            names a hyper-parameter outside the method's search space.
     """
     if not isinstance(config, int) or isinstance(config, bool) or config < 0:
         raise ValueError(f"config must be a non-negative integer, got {config!r}")
     space = search_space(method)
     if config == 0:
         out = {name: h.default for name, h in space.items()}
+        unknown = sorted(set(defaults or {}) - set(space))
+        if unknown:
+            raise ValueError(f"defaults: {unknown} are not hyper-parameters of {method!r}'s search space "
+                             f"({sorted(space)})")
+        out.update(defaults or {})
         if lr is not None:
             out["lr"] = float(lr)
     else:

@@ -16,14 +16,15 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..compare import few_shot_split
+from ..compare import build_model, few_shot_split
 from ..methods import METHODS, get_method
-from ..models import AdaptModel, mlp
+from ..models import AdaptModel
 from ..trainer import Trainer
 from .registry import derive_seed, split_hparams
 from .spec import RunSpec
@@ -155,9 +156,10 @@ def execute_run(spec: RunSpec) -> RunResult:
 
     torch.manual_seed(spec.seed)
     net = spec.network
-    model = AdaptModel(mlp(xs.shape[1], net["hidden"], dropout=net["dropout"]), num_classes=data.num_classes,
-                       bottleneck_dim=net["bottleneck"], dropout=0.0,
-                       bottleneck_norm=bool(net.get("bottleneck_norm", False)))
+    model = build_model(SimpleNamespace(backbone=net.get("backbone", "mlp"), hidden=tuple(net["hidden"]),
+                                        dropout=net["dropout"], bottleneck=net["bottleneck"],
+                                        bottleneck_norm=bool(net.get("bottleneck_norm", False))),
+                        input_dim=xs.shape[1], num_classes=data.num_classes)
     trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed,
                       device=spec.device, precision=spec.precision, progress_bar=False,
                       **{**spec.trainer, **trainer_kwargs})

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..compare import DEFAULT_METHODS, settings_for
+from ..compare import DEFAULT_METHODS, method_defaults_for, settings_for
 from ..methods import METHODS
 from .registry import run_seed, sample_config
 
@@ -71,6 +71,10 @@ RESULT_KEYS: Tuple[str, ...] = ("name", "benchmark", "steps", "checkpoint_every"
 _KEYS = {"name", "benchmark", "tasks", "methods", "configs", "seeds", "steps", "checkpoint_every", "batch_size",
          "lr", "network", "trainer", "validators", "selection", "source_val_fraction", "shots", "database", "root"}
 _NETWORK_KEYS = {"hidden", "bottleneck", "dropout", "bottleneck_norm"}
+
+#: The backbones a study builds (:func:`adaptlib.compare.build_model`), from the benchmark's recipe:
+#: the MLP and the LeNet, both trained from scratch at the study's single learning rate.
+STUDY_BACKBONES: Tuple[str, ...] = ("mlp", "lenet")
 _TRAINER_KEYS = ("optimizer", "momentum", "weight_decay", "lr_schedule", "label_smoothing")
 
 
@@ -89,7 +93,8 @@ class RunSpec:
         hparams: the configuration (``lr`` and the method's arguments), JSON-ready.
         steps, checkpoint_every, batch_size: the budget; validators are scored every
             ``checkpoint_every`` steps and at the end.
-        network: ``{"hidden": [...], "bottleneck": int, "dropout": float, "bottleneck_norm": bool}``.
+        network: ``{"hidden": [...], "bottleneck": int, "dropout": float, "bottleneck_norm": bool}``,
+            plus ``"backbone": "lenet"`` on a benchmark whose recipe reads images (absent: the MLP).
         trainer: the rest of the :class:`~adaptlib.Trainer` recipe: ``optimizer``, ``momentum``,
             ``weight_decay``, ``lr_schedule``, ``label_smoothing``.
         validators: validator names given to :func:`adaptlib.validation.evaluate`.
@@ -169,7 +174,8 @@ class Study:
 
     def hparams(self, method: str, config: int) -> Dict[str, Any]:
         """Configuration ``config`` of ``method`` (:func:`~adaptlib.studies.registry.sample_config`)."""
-        return sample_config(self.name, method, config, lr=self.lr)
+        return sample_config(self.name, method, config, lr=self.lr,
+                             defaults=method_defaults_for(self.benchmark, method))
 
     def runs(self) -> List[RunSpec]:
         """Every run of the study, ordered by method, task, configuration, trial."""
@@ -314,9 +320,11 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     else:
         bench = BENCHMARKS[benchmark]
     settings = settings_for(benchmark)
-    if settings.get("backbone", "mlp") != "mlp":  # studies build an MLP (studies.run); not a silent swap
-        raise StudyError(f"{_where(source, 'benchmark')}: studies train the MLP backbone only, and {benchmark!r} "
-                         f"uses {settings['backbone']!r}; use `adaptlib compare {benchmark}` instead")
+    backbone = settings.get("backbone", "mlp")
+    if backbone not in STUDY_BACKBONES:  # a pretrained backbone needs its own learning rates; not a silent swap
+        raise StudyError(f"{_where(source, 'benchmark')}: studies train the backbones {list(STUDY_BACKBONES)} "
+                         f"from scratch, and {benchmark!r} uses {backbone!r}; use `adaptlib compare {benchmark}` "
+                         f"instead")
 
     tasks_raw = raw.get("tasks", "all")
     if tasks_raw == "all":
@@ -359,6 +367,8 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
                "bottleneck": _int(net, "network.bottleneck", settings["bottleneck"], source),
                "dropout": _float(net, "network.dropout", settings["dropout"], source, 0.0, 1.0, closed_low=True),
                "bottleneck_norm": _bool(net, "network.bottleneck_norm", bool(settings["bottleneck_norm"]), source)}
+    if backbone != "mlp":  # absent means the MLP, so the records of MLP studies keep their definition
+        network["backbone"] = backbone
     trainer = _trainer_table(raw, settings, source)
 
     validators = _names(raw, "validators", list(VALIDATORS), source)
