@@ -179,6 +179,7 @@ BASE = 'name = "x"\nbenchmark = "office-caltech10-surf"\n'
     (BASE + "[trainer]\nlabel_smoothing = 1.5\n", "trainer.label_smoothing"),
     (BASE + "[trainer]\nbeta = 0.9\n", "trainer.beta"),
     (BASE + "epochs = 3\n", "epochs"),
+    (BASE + 'load_options = "log1p"\n', "load_options"),
     (BASE + "steps = \n", "valid TOML"),
 ])
 def test_bad_study_files_name_the_key(tmp_path, text, key):
@@ -202,6 +203,10 @@ def test_study_file_defaults_come_from_the_benchmark_settings(tmp_path):
     assert all(spec.trainer == study.trainer for spec in study.runs()[:3])
     assert study.methods == DEFAULT_METHODS and len(study.tasks) == 12
     assert study.database == Path("results/studies/x/records.sqlite")
+    assert study.load_options == s["load_options"] and study.runs()[0].load_options == s["load_options"]
+    pinned = parse_study(BASE + 'load_options = {preprocess = "zscore"}\n')
+    assert pinned.runs()[0].load_options == {"preprocess": "zscore"} != s["load_options"]
+    assert pinned.definition()["load_options"] == {"preprocess": "zscore"}
     with pytest.raises(FileNotFoundError):
         load_study(tmp_path / "missing.toml")
 
@@ -408,6 +413,10 @@ def test_changed_settings_are_refused_and_growing_the_study_adds_only_new_runs(t
     changed.write_text(small_study_text(db, data_root).replace("steps = 40", "steps = 60"))
     with pytest.raises(StudyError, match="steps: 40 recorded, 60 now"):
         run_study(load_study(changed), workers=1, progress=False)
+    changed.write_text(small_study_text(db, data_root) + 'load_options = {preprocess = "zscore"}\n')
+    with pytest.raises(StudyError, match="load_options: {'preprocess': 'sqrt-zscore'} recorded, {'preprocess': "
+                                         "'zscore'} now"):
+        run_study(load_study(changed), workers=1, progress=False)
     # more configurations: only the new runs are trained, on a copy of the records
     copy = tmp_path / "copy.sqlite"
     copy.write_bytes(db.read_bytes())
@@ -431,6 +440,20 @@ def test_runs_recorded_with_other_hyperparameters_are_refused_not_mixed(tmp_path
     with pytest.raises(StudyError, match=r"other hyper-parameters.*dann configuration 0: .*\"trade_off\": 0\.25"):
         run_study(load_study(path), workers=1, progress=False)
     assert len(RecordStore(copy).runs()) == before and len(RecordStore(copy).launches()) == 1  # nothing written
+
+
+def test_records_from_before_load_options_were_stored_stay_resumable(tmp_path, data_root, monkeypatch):
+    from adaptlib.studies.spec import Study
+
+    text = small_study_text(tmp_path / "old.sqlite", data_root, configs=1).replace(
+        'methods = ["source-only", "dann"]', 'methods = ["source-only"]').replace("seeds = 2", "seeds = 1")
+    definition = Study.definition
+    with monkeypatch.context() as m:  # a records file written before the key existed
+        m.setattr(Study, "definition", lambda self: {k: v for k, v in definition(self).items() if k != "load_options"})
+        assert run_study(parse_study(text), workers=1, progress=False).ran == 2
+    summary = run_study(parse_study(text.replace('tasks = ["W->D", "D->W"]', 'tasks = ["W->D", "D->W", "A->C"]')),
+                        workers=1, progress=False)
+    assert (summary.already_done, summary.ran) == (2, 1)
 
 
 def test_killed_driver_resumes_without_recomputing(tmp_path, reference, data_root):

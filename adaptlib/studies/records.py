@@ -160,7 +160,7 @@ class RecordStore:
                 if row is not None:
                     first = json.loads(row[0])
                     diffs = [f"{k}: {first.get(k)!r} recorded, {now.get(k)!r} now" for k in RESULT_KEYS
-                             if first.get(k) != now.get(k)]
+                             if first.get(k) != now.get(k) and (k in first or k != "load_options")]
                     if diffs:
                         raise StudyError(
                             f"{self.path} holds records of study {first.get('name')!r} run with other settings: "

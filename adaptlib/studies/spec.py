@@ -18,6 +18,7 @@ A study file is TOML (read with :mod:`tomllib`)::
     shots = 3                               # labelled target samples per class (finetune)
     database = "results/studies/office-caltech10-surf/records.sqlite"
     root = "/data"                          # data folder (default: $ADAPTLIB_DATA / the cache)
+    load_options = {preprocess = "zscore"}  # the loader's options (default: the benchmark's setting)
 
     [network]                               # default: the benchmark's setting
     hidden = [512]
@@ -37,6 +38,10 @@ Every key of ``[network]`` and ``[trainer]`` defaults to the benchmark's shared 
 schedule and label smoothing that ``adaptlib compare`` uses, and its configuration 0 is what
 ``adaptlib compare`` trains (same recipe, same defaults; the study holds out
 ``source_val_fraction`` of the source for its validators).
+
+``load_options`` (the benchmark loader's preprocessing, as ``adaptlib compare --load-options``)
+also defaults to the benchmark's setting; a study file that sets it, with ``steps`` and
+``[trainer]``, keeps training the recipe it was run with after the benchmark's recipe changes.
 
 Relative ``database`` and ``root`` paths are relative to the current directory (as the
 ``results/`` folder of ``adaptlib compare``). Every error names the key.
@@ -65,11 +70,13 @@ VALIDATORS: Tuple[str, ...] = ("source-accuracy", "iwv", "dev", "snd", "entropy"
 #: Keys whose values change what a run computes: a study database refuses to continue a
 #: study whose file changed any of them. ``tasks``, ``methods``, ``configs`` and ``seeds``
 #: may grow (new runs are added; recorded ones stay valid); ``selection`` only affects reports.
+#: (``load_options`` is compared only against records that stored it: older ones did not.)
 RESULT_KEYS: Tuple[str, ...] = ("name", "benchmark", "steps", "checkpoint_every", "batch_size", "lr", "network",
-                                "trainer", "validators", "source_val_fraction", "shots")
+                                "trainer", "validators", "source_val_fraction", "shots", "load_options")
 
 _KEYS = {"name", "benchmark", "tasks", "methods", "configs", "seeds", "steps", "checkpoint_every", "batch_size",
-         "lr", "network", "trainer", "validators", "selection", "source_val_fraction", "shots", "database", "root"}
+         "lr", "network", "trainer", "validators", "selection", "source_val_fraction", "shots", "database", "root",
+         "load_options"}
 _NETWORK_KEYS = {"hidden", "bottleneck", "dropout", "bottleneck_norm"}
 
 #: The backbones a study builds (:func:`adaptlib.compare.build_model`), from the benchmark's recipe:
@@ -163,6 +170,7 @@ class Study:
     shots: int
     database: Path
     root: Optional[str] = None
+    load_options: Dict[str, Any] = field(default_factory=dict)
     text: str = ""
     path: Optional[Path] = None
 
@@ -179,7 +187,7 @@ class Study:
 
     def runs(self) -> List[RunSpec]:
         """Every run of the study, ordered by method, task, configuration, trial."""
-        load_options = dict(settings_for(self.benchmark).get("load_options", {}))
+        load_options = dict(self.load_options)
         out = []
         for method in self.methods:
             for config in range(self.configs):
@@ -387,11 +395,15 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
     root = raw.get("root")
     if root is not None and (not isinstance(root, str) or not root):
         raise StudyError(f"{_where(source, 'root')} must be a folder path, got {root!r}")
+    load_options = raw.get("load_options", dict(settings.get("load_options", {})))
+    if not isinstance(load_options, dict) or not all(isinstance(k, str) for k in load_options):
+        raise StudyError(f"{_where(source, 'load_options')} must be a table of the loader's options, e.g. "
+                         f'{{transform = "log1p"}}, got {load_options!r}')
     return Study(name=name, benchmark=benchmark, tasks=tuple(tasks), methods=tuple(methods), configs=configs,
                  seeds=seeds, steps=steps, checkpoint_every=checkpoint_every, batch_size=batch_size, lr=lr,
                  network=network, trainer=trainer, validators=tuple(validators), selection=selection,
                  source_val_fraction=source_val_fraction, shots=shots, database=Path(database), root=root,
-                 text=text, path=path)
+                 load_options=dict(load_options), text=text, path=path)
 
 
 def load_study(path: Union[str, Path], *, root: Optional[str] = None,
