@@ -13,6 +13,11 @@ the chosen default is the value with the best mean rank over the tasks. Target l
 never used for the choice: the oracle accuracy is recorded beside it, in its own column, to
 show what the choice cost, and is written to ``docs/defaults/`` with the rest.
 
+Ties: the values whose mean ranks are equal (to 1e-9) are tied; if the current default (the
+method's, or the benchmark's own in ``adaptlib.compare.METHOD_DEFAULTS``) is among them it stays,
+otherwise the first tied value of the grid is chosen. ``--from-runs FILE`` ranks the runs stored
+in an earlier result ``.json`` again (e.g. by another ``--validator``) without training.
+
 ``--also name=param`` sets another hyper-parameter to the same value as ``param`` (DeepJDOT's
 ``label_weight`` moves with ``alpha``); ``--fixed name=value`` pins one.
 """
@@ -57,6 +62,14 @@ def _ranks(scores: List[float]) -> List[float]:
     return ranks
 
 
+def choose(mean_rank: Dict[str, float], keys: List[str], current: Any) -> str:
+    """The key (a JSON grid value) with the best (lowest) mean rank; among keys tied to 1e-9, the one equal
+    to ``current`` (the current default, compared as a value: ``1 == 1.0``) if it is tied, else the first."""
+    best = min(mean_rank[k] for k in keys)
+    tied = [k for k in keys if mean_rank[k] - best <= 1e-9]
+    return next((k for k in tied if json.loads(k) == current), tied[0])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("method")
@@ -69,6 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--fixed", action="append", default=[], help="name=value: pin a hyper-parameter")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=str(REPO / "docs" / "defaults"))
+    p.add_argument("--from-runs", default=None, help="an earlier result .json: rank its runs again, train nothing")
     args = p.parse_args(argv)
 
     values = [_value(v) for v in args.values.split(",")]
@@ -83,10 +97,19 @@ def main(argv=None) -> int:
             hp = {**spec.hparams, **fixed, args.param: value, **{name: value for name in also}}
             specs.append(replace(spec, hparams={**hp, "__value__": value},
                                  checkpoint_every=spec.steps))
-    start = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        rows = pool.map(_run_without_marker, specs, chunksize=1)
-    seconds = time.perf_counter() - start
+    current = study.hparams(args.method, 0).get(args.param)
+    if args.from_runs:
+        earlier = json.loads(Path(args.from_runs).read_text())
+        if (earlier["method"], earlier["param"], earlier["benchmark"], earlier["values"]) != (
+                args.method, args.param, args.benchmark, values):
+            p.error(f"--from-runs: {args.from_runs} holds {earlier['method']} {earlier['param']} "
+                    f"{earlier['values']} on {earlier['benchmark']}, not this grid")
+        rows, seconds = earlier["runs"], float(earlier["seconds"])
+    else:
+        start = time.perf_counter()
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            rows = pool.map(_run_without_marker, specs, chunksize=1)
+        seconds = time.perf_counter() - start
 
     by_task: Dict[str, Dict[Any, Dict[str, Any]]] = {}
     for r in rows:
@@ -99,7 +122,8 @@ def main(argv=None) -> int:
         for k, r in zip(keys, _ranks(scores)):
             mean_rank[k] += r / len(by_task)
     oracle = {k: sum(by_task[t][k]["oracle"] for t in by_task) / len(by_task) for k in keys}
-    chosen = min(keys, key=lambda k: (mean_rank[k], keys.index(k)))
+    chosen = choose(mean_rank, keys, current)
+    others = [k for k in keys if k != chosen and abs(mean_rank[k] - mean_rank[chosen]) <= 1e-9]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,11 +137,13 @@ def main(argv=None) -> int:
     lines += ["", f"{args.method} on {args.benchmark}: {len(by_task)} tasks, 1 seed, the benchmark's shared recipe; "
               f"{args.param} in {values}" + (f", with {', '.join(also)} equal to it" if also else "")
               + (f", fixed {fixed}" if fixed else "") + f". {len(rows)} runs in {seconds:.0f} s.",
-              f"Chosen by the mean rank of the `{args.validator}` validator over tasks: `{args.param} = {chosen}`."]
+              f"Chosen by the mean rank of the `{args.validator}` validator over tasks: `{args.param} = {chosen}`"
+              + (f" (tied with {', '.join(others)}; the current default stays)" if others else "") + "."]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({
         "method": args.method, "param": args.param, "values": values, "also": also, "fixed": fixed,
         "benchmark": args.benchmark, "validator": args.validator, "chosen": json.loads(chosen),
+        "current_default": current,
         "mean_rank": mean_rank, "oracle": oracle, "seconds": seconds,
         "runs": [{k: v for k, v in r.items()} for r in rows]}, indent=1, default=str))
     print("\n".join(lines))

@@ -1,5 +1,6 @@
 """The options of the shared training recipe (issue 10) and the source-only recipe selection script."""
 import importlib.util
+import json
 import math
 
 import pytest
@@ -225,3 +226,35 @@ def test_select_recipe_grid_for_the_text_benchmark():
         cfg = CompareConfig(benchmark="amazon-reviews-text", methods=("source-only",), **recipe).resolved()
         assert cfg.backbone == "mlp" and cfg.load_options == {}
     assert "steps500" not in [n for _, n, _ in sr.candidates("amazon-reviews")]  # an extra of the text grid only
+
+
+# ------------------------------------------------------------------ scripts/select_defaults.py
+def _select_defaults():
+    spec = importlib.util.spec_from_file_location("select_defaults", REPO / "scripts" / "select_defaults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_select_defaults_ranks_ties_and_keeps_the_current_default_on_a_tie():
+    sd = _select_defaults()
+    assert sd._ranks([0.2, float("nan"), 0.5, 0.5]) == [3.0, 4.0, 1.5, 1.5]
+    keys = ["0.3", "1", "3"]
+    # a sum of twelve ranks / 12 is not exactly 2.0 in floating point: still a tie
+    tied = {"0.3": sum([2.0] * 12) / 12, "1": sum([1.0, 3.0] * 6) / 12, "3": sum([3.0 / 12] * 6 + [1.0 / 12] * 6)}
+    assert sd.choose(tied, keys, 1.0) == "1"  # the current default, compared as a value (1 == 1.0)
+    assert sd.choose(tied, keys, 10.0) == "0.3"  # otherwise the first of the grid
+    assert sd.choose({"0.3": 1.75, "1": 2.83, "3": 2.67}, keys, 1.0) == "0.3"  # no tie: the best rank
+
+
+def test_select_defaults_reranks_stored_runs_without_training(tmp_path):
+    sd = _select_defaults()
+    out = tmp_path / "defaults"
+    assert sd.main(["dann", "trade_off", "0.1,0.3,1,3", "--from-runs",
+                    str(REPO / "docs" / "defaults" / "office-caltech10-surf-dann-trade_off.json"),
+                    "--validator", "snd", "--out", str(out)]) == 0
+    redone = json.loads((out / "office-caltech10-surf-dann-trade_off.json").read_text())
+    assert redone["validator"] == "snd" and len(redone["runs"]) == 48
+    with pytest.raises(SystemExit):  # another grid than the stored one
+        sd.main(["dann", "trade_off", "0.3,1", "--from-runs",
+                 str(REPO / "docs" / "defaults" / "office-caltech10-surf-dann-trade_off.json"), "--out", str(out)])
