@@ -397,6 +397,15 @@ def method_page(name: str) -> str:
     fixed = [k for k in init_defaults if k not in cls.search_space]
     for k in fixed:
         out.append(f"| `{k}` | `{_fmt(init_defaults[k])}` | not searched |")
+    from adaptlib.compare import METHOD_DEFAULTS
+
+    own = {bench: hp for bench, per in METHOD_DEFAULTS.items() for m, hp in per.items() if m == name}
+    if own:  # the benchmarks where DEV chose another value than the paper's (docs/methods.md, rule 3)
+        out += ["", "Benchmarks with their own default, chosen without target labels by DEV "
+                "([how](../methods.md#how-the-defaults-are-chosen-and-which-still-are-not)); `adaptlib compare` "
+                "and a study's configuration 0 train it there:", ""]
+        out += [f"- `{bench}`: " + ", ".join(f"`{k}={_fmt(v)}`" for k, v in hp.items())
+                + f" ([DEV's table](../defaults/{bench}-{name}-{next(iter(hp))}.md))" for bench, hp in own.items()]
     out += ["", "## Reproduction", "", reproduction_section(name),
             "### Earlier measurements", "", _results_section(name),
             "## Example", "", "```python", method_example(name, steps=200), "```", ""]

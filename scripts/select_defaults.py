@@ -13,9 +13,10 @@ the chosen default is the value with the best mean rank over the tasks. Target l
 never used for the choice: the oracle accuracy is recorded beside it, in its own column, to
 show what the choice cost, and is written to ``docs/defaults/`` with the rest.
 
-Ties: the values whose mean ranks are equal (to 1e-9) are tied; if the current default (the
-method's, or the benchmark's own in ``adaptlib.compare.METHOD_DEFAULTS``) is among them it stays,
-otherwise the first tied value of the grid is chosen. ``--from-runs FILE`` ranks the runs stored
+Ties: values whose mean ranks are equal (to 1e-9) are tied. A value is chosen only when it has
+the best mean rank alone; when several share it, the validator does not single one out and the
+current default (the method's, or the benchmark's own in ``adaptlib.compare.METHOD_DEFAULTS``)
+stays, whether or not it is among them. ``--from-runs FILE`` ranks the runs stored
 in an earlier result ``.json`` again (e.g. by another ``--validator``) without training.
 
 ``--also name=param`` sets another hyper-parameter to the same value as ``param`` (DeepJDOT's
@@ -30,7 +31,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,12 +63,18 @@ def _ranks(scores: List[float]) -> List[float]:
     return ranks
 
 
-def choose(mean_rank: Dict[str, float], keys: List[str], current: Any) -> str:
-    """The key (a JSON grid value) with the best (lowest) mean rank; among keys tied to 1e-9, the one equal
-    to ``current`` (the current default, compared as a value: ``1 == 1.0``) if it is tied, else the first."""
+def choose(mean_rank: Dict[str, float], keys: List[str], current: Any) -> Optional[str]:
+    """The key (a JSON grid value) with the best (lowest) mean rank, or ``None`` when several share it.
+
+    Mean ranks equal to 1e-9 are tied. A tie at the top that includes ``current`` (the current
+    default, compared as a value: ``1 == 1.0``) returns its key; any other tie returns ``None``:
+    the validator does not single out a value, so the current default stays.
+    """
     best = min(mean_rank[k] for k in keys)
     tied = [k for k in keys if mean_rank[k] - best <= 1e-9]
-    return next((k for k in tied if json.loads(k) == current), tied[0])
+    if len(tied) == 1:
+        return tied[0]
+    return next((k for k in tied if json.loads(k) == current), None)
 
 
 def main(argv=None) -> int:
@@ -123,7 +130,13 @@ def main(argv=None) -> int:
             mean_rank[k] += r / len(by_task)
     oracle = {k: sum(by_task[t][k]["oracle"] for t in by_task) / len(by_task) for k in keys}
     chosen = choose(mean_rank, keys, current)
-    others = [k for k in keys if k != chosen and abs(mean_rank[k] - mean_rank[chosen]) <= 1e-9]
+    best = min(mean_rank.values())
+    tied = [k for k in keys if mean_rank[k] - best <= 1e-9]
+    if len(tied) == 1:
+        verdict = f"`{args.param} = {chosen}`."
+    else:
+        verdict = (f"no single value: {', '.join(tied)} share the best mean rank, so the current default "
+                   f"`{args.param} = {json.dumps(current)}` stays.")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,12 +150,12 @@ def main(argv=None) -> int:
     lines += ["", f"{args.method} on {args.benchmark}: {len(by_task)} tasks, 1 seed, the benchmark's shared recipe; "
               f"{args.param} in {values}" + (f", with {', '.join(also)} equal to it" if also else "")
               + (f", fixed {fixed}" if fixed else "") + f". {len(rows)} runs in {seconds:.0f} s.",
-              f"Chosen by the mean rank of the `{args.validator}` validator over tasks: `{args.param} = {chosen}`"
-              + (f" (tied with {', '.join(others)}; the current default stays)" if others else "") + "."]
+              f"Chosen by the mean rank of the `{args.validator}` validator over tasks: {verdict}"]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({
         "method": args.method, "param": args.param, "values": values, "also": also, "fixed": fixed,
-        "benchmark": args.benchmark, "validator": args.validator, "chosen": json.loads(chosen),
+        "benchmark": args.benchmark, "validator": args.validator,
+        "chosen": json.loads(chosen) if chosen is not None else current, "tied": [json.loads(k) for k in tied],
         "current_default": current,
         "mean_rank": mean_rank, "oracle": oracle, "seconds": seconds,
         "runs": [{k: v for k, v in r.items()} for r in rows]}, indent=1, default=str))

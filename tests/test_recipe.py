@@ -243,8 +243,9 @@ def test_select_defaults_ranks_ties_and_keeps_the_current_default_on_a_tie():
     # a sum of twelve ranks / 12 is not exactly 2.0 in floating point: still a tie
     tied = {"0.3": sum([2.0] * 12) / 12, "1": sum([1.0, 3.0] * 6) / 12, "3": sum([3.0 / 12] * 6 + [1.0 / 12] * 6)}
     assert sd.choose(tied, keys, 1.0) == "1"  # the current default, compared as a value (1 == 1.0)
-    assert sd.choose(tied, keys, 10.0) == "0.3"  # otherwise the first of the grid
-    assert sd.choose({"0.3": 1.75, "1": 2.83, "3": 2.67}, keys, 1.0) == "0.3"  # no tie: the best rank
+    assert sd.choose(tied, keys, 10.0) is None  # no single value: nothing replaces the current default
+    assert sd.choose({"0.3": 2.0, "1": 4.0, "3": 2.0}, keys, 1.0) is None  # the paper's last, but no winner
+    assert sd.choose({"0.3": 1.75, "1": 2.83, "3": 2.67}, keys, 1.0) == "0.3"  # alone at the top
 
 
 def test_select_defaults_reranks_stored_runs_without_training(tmp_path):
