@@ -120,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--shots", type=int, default=3, help="labelled target samples per class for fine-tuning (default: 3)")
     c.add_argument("--method-kwargs", type=_method_kwargs, default={},
                    help=f"JSON hyper-parameters per method of --methods, e.g. '{_KWARGS_EXAMPLE}' "
-                        "(checked before any run)")
+                        "(checked before any run); they override, name by name, the benchmark's own method "
+                        "defaults chosen by DEV (docs/methods.md), e.g. '{\"dann\": {\"trade_off\": 1}}' trains "
+                        "the paper's DANN weight on office-caltech10-surf")
     c.add_argument("--output", type=Path, default=None, help="output folder (default: results/<benchmark>)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace the results already in the output folder (default: refuse)")

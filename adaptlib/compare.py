@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import inspect
 import json
 import math
 import multiprocessing as mp
@@ -173,6 +174,10 @@ class CompareConfig:
         merged = {m: {**method_defaults_for(self.benchmark, m), **user.get(m, {})} for m in out.methods}
         out.method_kwargs = check_method_kwargs({m: hp for m, hp in merged.items() if hp}, out.methods)
         return out
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _probe_model() -> AdaptModel:
@@ -466,13 +471,22 @@ class ComparisonResult:
                 + (f", {self.config.precision} mixed precision" if self.config.precision != "32" else "") + ".")
         changed = {m: hp for m, hp in (self.config.method_kwargs or {}).items() if hp and m in methods}
         if changed:  # the benchmark's own defaults (METHOD_DEFAULTS) or the user's --method-kwargs
-            note += " Set for this benchmark or run (else the paper defaults): " + "; ".join(
-                f"{m} " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items())
-                for m, hp in changed.items()) + "."
+            note += " Hyper-parameters set: " + "; ".join(
+                f"{m} " + ", ".join(f"{k}={_fmt_value(v)} ({self._origin(m, k, v)})" for k, v in hp.items())
+                for m, hp in changed.items()) + "; the others are the method's defaults."
         if any(METHODS[m].uses_target_labels for m in methods):
             note += (f" † uses {self.config.shots} labelled target samples per class and is scored on the other "
                      "target samples; the other methods use no target label.")
         return "\n".join(lines) + "\n" + note + "\n"
+
+    def _origin(self, method: str, name: str, value: Any) -> str:
+        """Where a hyper-parameter of the table came from, for its footer."""
+        if method_defaults_for(self.config.benchmark, method).get(name, object()) == value:
+            return "this benchmark's default, chosen by DEV"
+        init = inspect.signature(METHODS[method].__init__).parameters.get(name)
+        if init is not None and init.default == value:
+            return "the method's default, set for this run"
+        return "set for this run"
 
     def save(self, folder: os.PathLike, *, overwrite: bool = False) -> Dict[str, Path]:
         """Write ``table.md``, ``results.csv`` and ``results.json`` into ``folder``; return their paths.

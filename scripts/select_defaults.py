@@ -13,11 +13,12 @@ the chosen default is the value with the best mean rank over the tasks. Target l
 never used for the choice: the oracle accuracy is recorded beside it, in its own column, to
 show what the choice cost, and is written to ``docs/defaults/`` with the rest.
 
-Ties: values whose mean ranks are equal (to 1e-9) are tied. A value is chosen only when it has
+Ties: values whose mean ranks are within 1e-9 are tied. A value is chosen only when it has
 the best mean rank alone; when several share it, the validator does not single one out and the
 current default (the method's, or the benchmark's own in ``adaptlib.compare.METHOD_DEFAULTS``)
 stays, whether or not it is among them. ``--from-runs FILE`` ranks the runs stored
-in an earlier result ``.json`` again (e.g. by another ``--validator``) without training.
+in an earlier result ``.json`` again (e.g. by another ``--validator``) without training. Results
+are written as ``<benchmark>-<method>-<param>[-<validator>].md/.json`` (no suffix for DEV).
 
 ``--also name=param`` sets another hyper-parameter to the same value as ``param`` (DeepJDOT's
 ``label_weight`` moves with ``alpha``); ``--fixed name=value`` pins one.
@@ -66,7 +67,7 @@ def _ranks(scores: List[float]) -> List[float]:
 def choose(mean_rank: Dict[str, float], keys: List[str], current: Any) -> Optional[str]:
     """The key (a JSON grid value) with the best (lowest) mean rank, or ``None`` when several share it.
 
-    Mean ranks equal to 1e-9 are tied. A tie at the top that includes ``current`` (the current
+    Mean ranks within 1e-9 of each other are tied. A tie at the top that includes ``current`` (the current
     default, compared as a value: ``1 == 1.0``) returns its key; any other tie returns ``None``:
     the validator does not single out a value, so the current default stays.
     """
@@ -107,10 +108,13 @@ def main(argv=None) -> int:
     current = study.hparams(args.method, 0).get(args.param)
     if args.from_runs:
         earlier = json.loads(Path(args.from_runs).read_text())
-        if (earlier["method"], earlier["param"], earlier["benchmark"], earlier["values"]) != (
-                args.method, args.param, args.benchmark, values):
+        tasks_run = sorted({r["task"] for r in earlier["runs"]})
+        if (earlier["method"], earlier["param"], earlier["benchmark"], earlier["values"], earlier.get("also", []),
+                earlier.get("fixed", {}), tasks_run) != (args.method, args.param, args.benchmark, values, also,
+                                                         fixed, sorted(study.tasks)):
             p.error(f"--from-runs: {args.from_runs} holds {earlier['method']} {earlier['param']} "
-                    f"{earlier['values']} on {earlier['benchmark']}, not this grid")
+                    f"{earlier['values']} on {earlier['benchmark']} (tasks {tasks_run}, also "
+                    f"{earlier.get('also', [])}, fixed {earlier.get('fixed', {})}), not this grid")
         rows, seconds = earlier["runs"], float(earlier["seconds"])
     else:
         start = time.perf_counter()
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.benchmark}-{args.method}-{args.param}"
+    stem = f"{args.benchmark}-{args.method}-{args.param}" + ("" if args.validator == "dev" else f"-{args.validator}")
     lines = [f"| {args.param} | mean rank by {args.validator} (1 = best) | oracle: mean target accuracy (%), "
              "not used for the choice | diverged runs |", "|---|---|---|---|"]
     for k in keys:

@@ -86,4 +86,7 @@ def test_a_benchmarks_method_default_is_trained_recorded_and_shown(data_root, tm
     assert [m.trade_off for m in built if m.name == "dann"] == [0.25]
     saved = json.loads(result.save(tmp_path)["json"].read_text())
     assert saved["config"]["method_kwargs"] == {"dann": {"trade_off": 0.25}}
-    assert "dann trade_off=0.25" in result.markdown()
+    assert "dann trade_off=0.25 (this benchmark's default, chosen by DEV)" in result.markdown()
+    paper = CompareConfig(methods=("dann",), tasks=("D->W",), seeds=1, steps=5, workers=1, root=str(data_root),
+                          method_kwargs={"dann": {"trade_off": 1.0}})
+    assert "dann trade_off=1 (the method's default, set for this run)" in compare(paper, progress=False).markdown()

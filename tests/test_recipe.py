@@ -254,8 +254,11 @@ def test_select_defaults_reranks_stored_runs_without_training(tmp_path):
     assert sd.main(["dann", "trade_off", "0.1,0.3,1,3", "--from-runs",
                     str(REPO / "docs" / "defaults" / "office-caltech10-surf-dann-trade_off.json"),
                     "--validator", "snd", "--out", str(out)]) == 0
-    redone = json.loads((out / "office-caltech10-surf-dann-trade_off.json").read_text())
+    redone = json.loads((out / "office-caltech10-surf-dann-trade_off-snd.json").read_text())  # not DEV's file
     assert redone["validator"] == "snd" and len(redone["runs"]) == 48
+    with pytest.raises(SystemExit):  # runs trained without the pinned value
+        sd.main(["dann", "trade_off", "0.1,0.3,1,3", "--fixed", "gamma=3", "--from-runs",
+                 str(REPO / "docs" / "defaults" / "office-caltech10-surf-dann-trade_off.json"), "--out", str(out)])
     with pytest.raises(SystemExit):  # another grid than the stored one
         sd.main(["dann", "trade_off", "0.3,1", "--from-runs",
                  str(REPO / "docs" / "defaults" / "office-caltech10-surf-dann-trade_off.json"), "--out", str(out)])

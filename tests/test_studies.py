@@ -238,8 +238,13 @@ def test_a_benchmarks_method_defaults_are_configuration_0_and_what_compare_train
         "dann": {"trade_off": 2.0}}
     assert CompareConfig(benchmark="amazon-reviews", methods=("dann",)).resolved().method_kwargs == {}
     assert method_defaults_for("folder:/nowhere", "dann") == {}
-    with pytest.raises(ValueError, match=r"defaults: \['tradeoff'\]"):
-        sample_config("x", "dann", 0, defaults={"tradeoff": 0.3})
+    for config in (0, 1):
+        with pytest.raises(ValueError, match=r"defaults: \['tradeoff'\]"):
+            sample_config("x", "dann", config, defaults={"tradeoff": 0.3})
+    with pytest.raises(ValueError, match=r"defaults: \['lr'\].*the lr argument"):
+        sample_config("x", "dann", 0, defaults={"lr": 0.1})
+    with pytest.raises(ValueError, match="defaults must map"):
+        sample_config("x", "dann", 0, defaults=[("trade_off", 0.3)])
 
 
 def test_every_shipped_method_default_is_valid_and_documented():

@@ -172,7 +172,8 @@ class RecordStore:
                             f"{self.path} holds runs of study {first.get('name')!r} trained with other "
                             "hyper-parameters than the study draws now (a method's default or a benchmark's "
                             "method default changed, docs/methods.md): " + "; ".join(stale) + ". Give the study "
-                            "another name or database to train them again")
+                            "another database (the `database` key) to train them again; keep the name, which "
+                            "seeds the drawn configurations")
                 number = con.execute("SELECT COALESCE(MAX(launch), 0) + 1 FROM launches").fetchone()[0]
                 con.execute("INSERT INTO launches VALUES (?, ?, ?, ?, ?, ?)",
                             (number, study.name, _now(), study.text, json.dumps(now),

@@ -84,26 +84,31 @@ def sample_config(study: str, method: str, config: int, *, lr: Optional[float] =
             configurations draw ``lr`` from :data:`TRAINER_SEARCH_SPACE` rescaled by
             ``lr / 0.01``, i.e. log-uniformly in ``[lr / 3.33, 3 lr]`` around it (an Adam recipe at
             3e-3 searches 9e-4 to 9e-3, not SGD's range).
-        defaults: configuration 0's values that replace the search space's defaults (a
+        defaults: configuration 0's values that replace the method's search-space defaults (a
             benchmark's own method defaults, :func:`adaptlib.compare.method_defaults_for`);
-            ignored by the drawn configurations. Each name must be in the search space.
+            ignored by the drawn configurations. Each name must be one of the method's own
+            hyper-parameters (not ``lr``, which is the ``lr`` argument); the values are checked
+            where they are made (``check_method_kwargs`` tests every shipped entry).
 
     Returns:
         name -> value (``lr`` and the method's tunable arguments; tuples as lists), JSON-ready.
 
     Raises:
         ValueError: ``config`` is not a non-negative integer, ``method`` is unknown, or ``defaults``
-            names a hyper-parameter outside the method's search space.
+            is not a mapping or names a hyper-parameter outside the method's own search space.
     """
     if not isinstance(config, int) or isinstance(config, bool) or config < 0:
         raise ValueError(f"config must be a non-negative integer, got {config!r}")
     space = search_space(method)
+    if defaults is not None and not isinstance(defaults, Mapping):
+        raise ValueError(f"defaults must map hyper-parameter names to values, got {defaults!r}")
+    own = {name: h for name, h in space.items() if name not in TRAINER_SEARCH_SPACE}
+    unknown = sorted(set(defaults or {}) - set(own))
+    if unknown:
+        raise ValueError(f"defaults: {unknown} are not hyper-parameters of {method!r}'s search space "
+                         f"({sorted(own)}; the learning rate is the lr argument)")
     if config == 0:
         out = {name: h.default for name, h in space.items()}
-        unknown = sorted(set(defaults or {}) - set(space))
-        if unknown:
-            raise ValueError(f"defaults: {unknown} are not hyper-parameters of {method!r}'s search space "
-                             f"({sorted(space)})")
         out.update(defaults or {})
         if lr is not None:
             out["lr"] = float(lr)
