@@ -206,6 +206,9 @@ def _study(args: argparse.Namespace) -> int:
         missing = [m for m in study.methods if m not in methods]
         print(f"adaptlib: warning: partial report, {status['done']}/{status['total']} runs done"
               + (f"; no record yet for {missing}" if missing else ""), file=sys.stderr)
+    for line in RecordStore(study.database).stale_configurations(study):  # reported as recorded, said so
+        print(f"adaptlib: warning: {line} (the report shows the recorded runs; `study run` refuses to add to "
+              "them)", file=sys.stderr)
     out = args.out or study.database.parent / "report"
     paths = write_report(frame, out, primary=study.selection, validators=list(study.validators),
                          methods=methods)

@@ -434,7 +434,8 @@ def test_changed_settings_are_refused_and_growing_the_study_adds_only_new_runs(t
     assert len(runs) == 20 and set(runs.loc[runs["launch"] == 2, "config"]) == {2}
 
 
-def test_runs_recorded_with_other_hyperparameters_are_refused_not_mixed(tmp_path, reference, data_root, monkeypatch):
+def test_runs_recorded_with_other_hyperparameters_are_refused_not_mixed(tmp_path, reference, data_root, monkeypatch,
+                                                                         capsys):
     _, db = reference
     copy = tmp_path / "copy.sqlite"
     copy.write_bytes(db.read_bytes())
@@ -445,6 +446,12 @@ def test_runs_recorded_with_other_hyperparameters_are_refused_not_mixed(tmp_path
     with pytest.raises(StudyError, match=r"other hyper-parameters.*dann configuration 0: .*\"trade_off\": 0\.25"):
         run_study(load_study(path), workers=1, progress=False)
     assert len(RecordStore(copy).runs()) == before and len(RecordStore(copy).launches()) == 1  # nothing written
+    assert [line.split(":")[0] for line in RecordStore(copy).stale_configurations(load_study(path))] == [
+        "dann configuration 0"]
+    from adaptlib.cli import main as cli_main
+
+    assert cli_main(["study", "report", str(path), "--out", str(tmp_path / "report")]) == 0
+    assert "warning: dann configuration 0: " in capsys.readouterr().err
 
 
 def test_records_from_before_load_options_were_stored_stay_resumable(tmp_path, data_root, monkeypatch):

@@ -200,6 +200,14 @@ class RecordStore:
                                                 f"{drawn} now"
         return list(out.values())
 
+    def stale_configurations(self, study: Study) -> List[str]:
+        """One line per (method, configuration) whose recorded runs used other hyper-parameters than
+        ``study`` draws now (e.g. after a benchmark's method default changed); empty when none."""
+        if not self.exists():
+            return []
+        with closing(self._connect()) as con:
+            return self._stale_configurations(con, study)
+
     def add_run(self, result: Any, *, launch: int, attempts: int = 1) -> bool:
         """Insert a finished run (a :class:`~adaptlib.studies.run.RunResult`) in one transaction.
 
