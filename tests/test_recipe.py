@@ -160,11 +160,16 @@ def test_surf_sqrt_preprocessing(data_root):
 
 
 # ------------------------------------------------------------------ scripts/select_recipe.py
-def _script():
-    spec = importlib.util.spec_from_file_location("select_recipe", REPO / "scripts" / "select_recipe.py")
+def _load_script(name: str):
+    """Import ``scripts/<name>.py`` (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _script():
+    return _load_script("select_recipe")
 
 
 def test_holdout_split_is_per_class_disjoint_and_fixed():
@@ -230,10 +235,7 @@ def test_select_recipe_grid_for_the_text_benchmark():
 
 # ------------------------------------------------------------------ scripts/select_defaults.py
 def _select_defaults():
-    spec = importlib.util.spec_from_file_location("select_defaults", REPO / "scripts" / "select_defaults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("select_defaults")
 
 
 def test_select_defaults_ranks_ties_and_keeps_the_current_default_on_a_tie():
