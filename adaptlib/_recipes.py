@@ -97,7 +97,7 @@ def settings_for(benchmark: str) -> Dict[str, Any]:
 
 #: Per-benchmark defaults of a method's hyper-parameters, where one was chosen for that benchmark
 #: without target labels: ``benchmark -> method registry name -> {name: value}``. Each entry is the
-#: value ``scripts/select_defaults.py`` ranked first by the DEV validator (Rank mean over the
+#: value ``scripts/select_defaults.py`` ranked first, alone, by the DEV validator (mean rank over the
 #: benchmark's tasks, 20 % of each source class held out, one seed); its table is
 #: ``docs/defaults/<benchmark>-<method>-<param>.md``, with the oracle's target accuracy beside the
 #: ranks for information only. A method absent here trains its paper's defaults (its ``__init__``),

@@ -16,8 +16,8 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
