@@ -14,7 +14,7 @@ import pytest
 import torch
 
 pytest.importorskip("hypothesis")
-from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import ot  # noqa: E402
@@ -64,21 +64,41 @@ def test_coral_symmetric_nonnegative_shift_invariant(n, m, d, seed):
 
 @settings(max_examples=examples(25), deadline=None, database=None)
 @given(n=st.integers(1, 8), m=st.integers(1, 8), seed=st.integers(0, 2**31 - 1), eps=st.sampled_from([0.3, 1.0, 5.0]))
+# Found by a randomized run: a 3 x 4 problem whose plain Sinkhorn iteration needs about 41,000
+# iterations to reach tol=1e-10 (POT's log-domain solver needs about 40,000); after 20,000 its
+# marginal error is 1.8e-6. Kept so that the not-converged branch below always runs.
+@example(n=3, m=4, seed=2**31 - 1, eps=0.3)
 def test_sinkhorn_plan_marginals_and_bounds(n, m, seed, eps):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 2, generator=g, dtype=torch.float64)
     y = torch.randn(m, 2, generator=g, dtype=torch.float64)
     a = torch.rand(n, generator=g, dtype=torch.float64) + 0.1
     b = torch.rand(m, generator=g, dtype=torch.float64) + 0.1
-    res = sinkhorn(x, y, a, b, epsilon=eps, tol=1e-10, max_iter=20000)
-    assert res.converged
-    torch.testing.assert_close(res.plan.sum(1), a / a.sum(), atol=1e-9, rtol=0)
-    torch.testing.assert_close(res.plan.sum(0), b / b.sum(), atol=1e-9, rtol=0)
-    # OT_eps >= <P, C> >= exact OT (KL >= 0 and P is feasible)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        res = sinkhorn(x, y, a, b, epsilon=eps, tol=1e-10, max_iter=20000)
+    p, q = a / a.sum(), b / b.sum()
+    # Sinkhorn converges linearly, at a rate that can be arbitrarily slow (the example above),
+    # so no iteration budget covers every problem. What holds for every problem is that the
+    # result reports itself truthfully: its marginal error is the plan's, and a solve that did
+    # not converge says so with a RuntimeWarning.
+    error = float((res.plan.sum(1) - p).abs().sum() + (res.plan.sum(0) - q).abs().sum())
+    assert res.marginal_error == pytest.approx(error, rel=1e-9, abs=1e-15)
+    warned = any("did not converge" in str(c.message) for c in caught)
+    assert warned == (not res.converged)
     c = cdist(x.numpy(), y.numpy(), "sqeuclidean")
-    exact = ot.emd2((a / a.sum()).numpy(), (b / b.sum()).numpy(), c)
-    assert float(res.value) >= float(res.transport_cost) - 1e-9
-    assert float(res.transport_cost) >= exact - 1e-9
+    exact = ot.emd2(p.numpy(), q.numpy(), c)
+    if res.converged:
+        torch.testing.assert_close(res.plan.sum(1), p, atol=1e-9, rtol=0)
+        torch.testing.assert_close(res.plan.sum(0), q, atol=1e-9, rtol=0)
+        # OT_eps >= <P, C> >= exact OT (KL >= 0 and P is feasible)
+        assert float(res.value) >= float(res.transport_cost) - 1e-9
+        assert float(res.transport_cost) >= exact - 1e-9
+    else:
+        assert res.marginal_error > 1e-10
+        # P is within L1 distance 2 * error of a feasible plan (Altschuler et al., NeurIPS 2017,
+        # Lemma 7), so its cost is at most 2 * error * max C below the exact OT cost.
+        assert float(res.transport_cost) >= exact - 2 * res.marginal_error * c.max() - 1e-9
 
 
 # ------------------------------------------------------------------ degenerate generators
