@@ -12,7 +12,8 @@ Usage::
 
 Prints one line per seed (the seed, passed/failed counts, seconds) and exits with status 1
 if any run failed; a failing run's pytest output (with hypothesis's falsifying example and
-the seed to reproduce it) is printed in full.
+the seed to reproduce it) is printed in full, and the last line names the failed seeds and the
+command that reruns them.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
         parser.error("--examples and --seeds must be positive")
     seeds = args.seed or [random.SystemRandom().randrange(2**32) for _ in range(args.seeds)]
     env = dict(os.environ, ADAPTLIB_HYPOTHESIS_EXAMPLES=str(args.examples))
-    failed = 0
+    failed = []
     for seed in seeds:
         start = time.perf_counter()
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PROPERTY_TESTS,
@@ -48,9 +49,14 @@ def main(argv=None) -> int:
         summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
         print(f"seed {seed}: {summary} [{time.perf_counter() - start:.0f} s]", flush=True)
         if proc.returncode != 0:
-            failed += 1
+            failed.append(seed)
             print(proc.stdout[-20000:], proc.stderr[-5000:], sep="\n", flush=True)
-    print(f"{len(seeds) - failed}/{len(seeds)} randomized runs passed, {args.examples} examples per test")
+    print(f"{len(seeds) - len(failed)}/{len(seeds)} randomized runs passed, {args.examples} examples per test")
+    if failed:
+        # Last, so that the tail of a long log still says how to rerun what failed.
+        again = " ".join(f"--seed {s}" for s in failed)
+        print(f"failed seeds: {', '.join(map(str, failed))}; rerun them with: "
+              f"python scripts/randomized_properties.py --examples {args.examples} {again}")
     return 1 if failed else 0
 
 
