@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .compare import DEFAULT_METHODS, CompareConfig, check_output_folder, compare, default_output
+from .compare import DEFAULT_METHODS, JOURNAL_FILE, CompareConfig, check_output_folder, compare, default_output
 from .datasets.benchmarks import BENCHMARKS
 from .methods import METHODS
 
@@ -91,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="train methods on every task of a benchmark and print the accuracy table",
         description="Train methods on every task of a benchmark and print the accuracy table. Results go to "
                     "--output (default results/<benchmark>): table.md (percent), results.csv and results.json "
-                    "(accuracy as a fraction in [0, 1]). A folder that already holds results is refused "
-                    "unless --overwrite is given.")
+                    "(accuracy as a fraction in [0, 1]), and runs.jsonl, one line per run as it finishes. A "
+                    "folder that already holds results is refused unless --overwrite (start again) or --resume "
+                    "(keep its finished runs, train the missing ones) is given.")
     c.add_argument("benchmark", nargs="?", default=None,
                    help=f"{', '.join(BENCHMARKS)}, or folder:<path> for your own domains (or give --data-dir)")
     c.add_argument("--methods", type=_csv, default=list(DEFAULT_METHODS),
@@ -126,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", type=Path, default=None, help="output folder (default: results/<benchmark>)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace the results already in the output folder (default: refuse)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue the comparison in the output folder: keep the runs its runs.jsonl holds "
+                        "(trained with the same settings; runs are deterministic), train only the missing "
+                        "(task, method, seed) runs, e.g. after an interruption or with more --seeds or "
+                        "--methods, then write the tables of all of them")
     c.add_argument("--root", default=None, help="data folder (default: $ADAPTLIB_DATA, else ~/.cache/adaptlib)")
     c.add_argument("--download", action="store_true", help="download missing data files from the pinned mirrors")
     c.add_argument("--workers", type=int, default=0, help="parallel processes (default: number of CPUs, at most 8)")
@@ -236,7 +242,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         benchmark = _benchmark_name(args)
         out = args.output or default_output(benchmark)
-        check_output_folder(out, overwrite=args.overwrite)  # before hours of training, not after
+        if args.resume and args.overwrite:
+            raise ValueError("--resume keeps the finished runs of the output folder and --overwrite discards "
+                             "them: give one of them")
+        check_output_folder(out, overwrite=args.overwrite, resume=args.resume)  # before hours of training
         config = CompareConfig(benchmark=benchmark, methods=tuple(args.methods),
                                tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, steps=args.steps,
                                batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -245,15 +254,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                                backbone_lr_multiplier=args.backbone_lr_multiplier, shots=args.shots, root=args.root,
                                download=args.download, workers=args.workers, method_kwargs=args.method_kwargs,
                                device=args.device, precision=args.precision)
-        result = compare(config, progress=not args.quiet)
-        paths = result.save(out, overwrite=args.overwrite)
+        result = compare(config, progress=not args.quiet, journal=Path(out) / JOURNAL_FILE, resume=args.resume)
+        paths = result.save(out, overwrite=True)  # the folder was checked above, before training
     except FloatingPointError as e:  # a diverged run (compare.RunDiverged): one line, not a traceback
         print(f"adaptlib: error: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError) as e:
         print(f"adaptlib: error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{benchmark}: {len(result.records)} runs in {result.seconds:.0f} s\n")
+    reused = f" ({result.reused} kept from {JOURNAL_FILE}, not trained again)" if result.reused else ""
+    print(f"\n{benchmark}: {len(result.records)} runs in {result.seconds:.0f} s{reused}\n")
     print(result.markdown())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

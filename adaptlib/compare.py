@@ -44,10 +44,22 @@ from ._recipes import (BACKBONES, BENCHMARK_SETTINGS, METHOD_DEFAULTS, RECIPE_KE
 __all__ = ["DEFAULT_METHODS", "BENCHMARK_SETTINGS", "CompareConfig", "ComparisonResult", "compare",
            "run_one", "few_shot_split", "library_versions", "check_method_kwargs", "RunDiverged", "RESULT_FILES",
            "check_output_folder", "RECIPE_KEYS", "BACKBONES", "build_model", "build_trainer", "USER_DATA_SETTINGS",
-           "settings_for", "default_output", "METHOD_DEFAULTS", "method_defaults_for"]
+           "settings_for", "default_output", "METHOD_DEFAULTS", "method_defaults_for", "JOURNAL_FILE",
+           "read_journal"]
 
 #: The files :meth:`ComparisonResult.save` writes into its folder.
 RESULT_FILES: Tuple[str, ...] = ("table.md", "results.csv", "results.json")
+
+#: The journal of a comparison in its output folder: one JSON line per finished run, appended as
+#: each run ends, so that an interrupted comparison loses no finished run and ``adaptlib compare
+#: --resume`` trains only the missing ones (:func:`compare`'s ``journal`` and ``resume``).
+JOURNAL_FILE = "runs.jsonl"
+
+# Fields of a resolved CompareConfig that choose which runs a comparison makes, how many
+# processes run them and where the data files are read from; every other field decides what a
+# run trains, and must be equal for a journal's run to stand in for a new one. A method's own
+# entry of ``method_kwargs`` is compared per run.
+_NOT_RUN_SETTINGS = ("methods", "tasks", "seeds", "workers", "root", "download", "method_kwargs")
 
 #: What ``adaptlib compare`` trains by default: the baseline, the classic alignment methods (adversarial,
 #: MMD, covariance), a modern one (MCC) and a composition (DANN + MCC). The other registered methods
@@ -414,12 +426,15 @@ class ComparisonResult:
         config: the resolved :class:`CompareConfig`.
         records: one dict per (task, method, seed) run, as returned by :func:`run_one`
             (``accuracy``: a fraction in [0, 1]).
-        seconds: wall-clock time of the whole run.
+        seconds: wall-clock time of the whole run (of this call only, when it resumed).
+        reused: how many of ``records`` were taken from the journal (``compare(resume=True)``)
+            rather than trained by this call.
     """
 
     config: CompareConfig
     records: List[Dict[str, Any]]
     seconds: float
+    reused: int = 0
 
     def cell(self, task: str, method: str) -> List[float]:
         """Accuracies (fractions in [0, 1]) over seeds for one (task, method), in seed order."""
@@ -499,7 +514,10 @@ class ComparisonResult:
                 False (a second comparison does not silently replace the first one's results).
         """
         folder = Path(folder)
-        check_output_folder(folder, overwrite=overwrite)
+        existing = [name for name in RESULT_FILES if (folder / name).exists()]
+        if existing and not overwrite:  # the folder's journal (runs.jsonl) is this comparison's own
+            raise FileExistsError(f"{folder} already holds the results of an earlier comparison "
+                                  f"({', '.join(existing)}); pass overwrite=True to replace them")
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"markdown": folder / "table.md", "csv": folder / "results.csv", "json": folder / "results.json"}
         paths["markdown"].write_text(self.markdown())
@@ -516,25 +534,102 @@ class ComparisonResult:
         return paths
 
 
-def check_output_folder(folder: os.PathLike, *, overwrite: bool = False) -> None:
-    """Raise ``FileExistsError`` if ``folder`` holds results of an earlier comparison and not ``overwrite``."""
+def check_output_folder(folder: os.PathLike, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Raise ``FileExistsError`` if ``folder`` holds an earlier comparison's results or journal
+    (:data:`JOURNAL_FILE`), unless ``overwrite`` (start again) or ``resume`` (continue it)."""
     folder = Path(folder)
-    existing = [name for name in RESULT_FILES if (folder / name).exists()]
-    if existing and not overwrite:
+    existing = [name for name in (*RESULT_FILES, JOURNAL_FILE) if (folder / name).exists()]
+    if existing and not (overwrite or resume):
         raise FileExistsError(f"{folder} already holds the results of an earlier comparison ({', '.join(existing)}); "
-                              "pass --overwrite (overwrite=True) to replace them, or --output to write elsewhere")
+                              "pass --resume to keep its finished runs and train only the missing ones, "
+                              "--overwrite (overwrite=True) to replace them, or --output to write elsewhere")
 
 
-def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult:
+def _run_settings(config: CompareConfig, method: str) -> Dict[str, Any]:
+    """What one run of ``method`` trains under the resolved ``config``, as JSON values."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RUN_SETTINGS}
+    settings["method_kwargs"] = dict(config.method_kwargs.get(method, {}))
+    return json.loads(json.dumps(settings, default=str))
+
+
+def read_journal(path: os.PathLike, config: CompareConfig) -> Dict[Tuple[str, str, int], Dict[str, Any]]:
+    """The finished runs recorded in the journal ``path`` (:data:`JOURNAL_FILE`), by ``(task, method, seed)``.
+
+    ``config`` must be resolved (:meth:`CompareConfig.resolved`). Only runs of its benchmark
+    are read; each must have been trained with the same settings as ``config`` would train it
+    (network, recipe, budget, load options, device, precision, and the method's own
+    hyper-parameters when ``config`` trains that method; the method, task and seed sets and the
+    worker count may differ), so that one folder never mixes two recipes. A
+    missing file is an empty journal. A malformed *last* line (a comparison killed while it
+    wrote) is skipped with a ``RuntimeWarning``; a later entry for the same run replaces an
+    earlier one.
+
+    Raises:
+        ValueError: a malformed line before the last, or a run trained with other settings
+            (the first differing setting is named: resume into another output folder, or
+            start again with ``--overwrite``).
+    """
+    import warnings
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    done: Dict[Tuple[str, str, int], Dict[str, Any]] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            rec, settings = entry["record"], entry["settings"]
+            key = (rec["task"], rec["method"], int(rec["seed"]))
+        except (ValueError, KeyError, TypeError) as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: its last line is incomplete (a comparison stopped while writing it) and "
+                              "is skipped; that run is trained again", RuntimeWarning, stacklevel=2)
+                continue
+            raise ValueError(f"{path}, line {i + 1}: not a journal entry of adaptlib compare ({e})") from None
+        if rec.get("benchmark") != config.benchmark:
+            continue
+        now = _run_settings(config, key[1])
+        if key[1] not in config.methods:  # a method this comparison does not train: its own kwargs do not matter
+            now.pop("method_kwargs")
+            settings = {k: v for k, v in settings.items() if k != "method_kwargs"}
+        differ = [k for k in sorted(set(now) | set(settings)) if now.get(k) != settings.get(k)]
+        if differ:
+            k = differ[0]
+            raise ValueError(f"{path}: run {key[0]} / {key[1]} / seed {key[2]} was trained with {k}="
+                             f"{settings.get(k)!r}, this comparison would train {k}={now.get(k)!r}"
+                             f"{f' (and {len(differ) - 1} more settings differ)' if len(differ) > 1 else ''}; "
+                             "resume into another --output, or pass --overwrite to start again")
+        done[key] = rec
+    return done
+
+
+def compare(config: CompareConfig, *, progress: bool = True, journal: Optional[os.PathLike] = None,
+            resume: bool = False) -> ComparisonResult:
     """Run every (task, method, seed) of ``config`` and return the :class:`ComparisonResult`.
 
     Runs are spread over ``config.workers`` processes (one thread each); results do not
     depend on the number of workers. Data files are checked (and, with ``download``,
     fetched) before any training starts, so a missing file fails at once.
 
+    Args:
+        config: the comparison.
+        progress: show a progress bar.
+        journal: a file (``<output>/runs.jsonl`` for the CLI) that receives one JSON line per
+            finished run as soon as it ends, so that a comparison stopped half-way keeps its
+            finished runs. Without ``resume`` it is started afresh.
+        resume: reuse the runs already in ``journal`` (:func:`read_journal`: same settings)
+            and train only the missing ``(task, method, seed)`` runs; runs are deterministic,
+            so the result equals one uninterrupted comparison. Needs ``journal``.
+            ``ComparisonResult.seconds`` then counts this call only.
+
     Raises:
-        ValueError / TypeError: a bad setting, named (before any run).
-        RunDiverged: a run's loss became NaN or inf; the other runs are stopped.
+        ValueError / TypeError: a bad setting, named (before any run); ``resume`` without
+            ``journal``; a journal run trained with other settings.
+        RunDiverged: a run's loss became NaN or inf; the other runs are stopped (finished runs
+            stay in ``journal``).
     """
     from tqdm.auto import tqdm
 
@@ -544,29 +639,47 @@ def compare(config: CompareConfig, *, progress: bool = True) -> ComparisonResult
     bench = get_benchmark(config.benchmark)
     for task in config.tasks or ():  # fail fast on missing data, before spawning workers
         bench.load(task, root=config.root, download=config.download, **_load_options(config))
+    if resume and journal is None:
+        raise ValueError("resume=True needs journal= (the runs.jsonl of the comparison to continue)")
+    done = read_journal(journal, config) if resume else {}
     jobs = [(config, task, method, seed) for task in config.tasks or () for method in config.methods
             for seed in range(config.seeds)]
+    done_here = [j[1:] for j in jobs if j[1:] in done]
+    records: List[Dict[str, Any]] = [done[key] for key in done_here]
+    jobs = [j for j in jobs if j[1:] not in done]
+    log = None
+    if journal is not None:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        log = open(journal, "a" if resume else "w")
     # Longest jobs first keeps both cores busy until the end.
     order = {m: i for i, m in enumerate(("mcd", "sinkhorn", "deepjdot", "dann", "dan", "deep-coral", "finetune",
                                          "source-only"))}
     jobs.sort(key=lambda j: order.get(j[2], -1))
     start = time.perf_counter()
-    records: List[Dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=f"compare {config.benchmark}", disable=not progress)
+
+    def finished(rec: Dict[str, Any]) -> None:
+        records.append(rec)
+        if log is not None:
+            log.write(json.dumps({"settings": _run_settings(config, rec["method"]), "record": rec},
+                                 default=str) + "\n")
+            log.flush()
+        bar.update(1)
+
     try:
-        if config.workers == 1:
+        if config.workers == 1 or not jobs:
             for job in jobs:
-                records.append(_run_star(job))
-                bar.update(1)
+                finished(_run_star(job))
         else:
             ctx = mp.get_context("spawn")
             with ctx.Pool(config.workers, initializer=_init_worker) as pool:
                 for rec in pool.imap_unordered(_run_star, jobs):
-                    records.append(rec)
-                    bar.update(1)
+                    finished(rec)
                 pool.close()  # let the workers exit on their own (leaving the block would kill them)
                 pool.join()
     finally:
         bar.close()
+        if log is not None:
+            log.close()
     records.sort(key=lambda r: (r["task"], r["method"], r["seed"]))
-    return ComparisonResult(config, records, time.perf_counter() - start)
+    return ComparisonResult(config, records, time.perf_counter() - start, reused=len(done_here))
