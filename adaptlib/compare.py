@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -569,8 +570,6 @@ def read_journal(path: os.PathLike, config: CompareConfig) -> Dict[Tuple[str, st
             (the first differing setting is named: resume into another output folder, or
             start again with ``--overwrite``).
     """
-    import warnings
-
     path = Path(path)
     if not path.exists():
         return {}
@@ -635,13 +634,17 @@ def compare(config: CompareConfig, *, progress: bool = True, journal: Optional[o
 
     from .datasets import get_benchmark
 
+    if resume and journal is None:
+        raise ValueError("resume=True needs journal= (the runs.jsonl of the comparison to continue)")
     config = config.resolved()
     bench = get_benchmark(config.benchmark)
     for task in config.tasks or ():  # fail fast on missing data, before spawning workers
         bench.load(task, root=config.root, download=config.download, **_load_options(config))
-    if resume and journal is None:
-        raise ValueError("resume=True needs journal= (the runs.jsonl of the comparison to continue)")
     done = read_journal(journal, config) if resume else {}
+    if resume and Path(journal).exists():
+        text = Path(journal).read_text()
+        if text and not text.endswith("\n"):  # drop a torn last line before appending after it
+            Path(journal).write_text(text[: text.rfind("\n") + 1])
     jobs = [(config, task, method, seed) for task in config.tasks or () for method in config.methods
             for seed in range(config.seeds)]
     done_here = [j[1:] for j in jobs if j[1:] in done]

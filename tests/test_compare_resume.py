@@ -59,6 +59,10 @@ def test_an_interrupted_journal_keeps_its_finished_runs(data_root, tmp_path):
     assert again.reused == 1 and len(again.records) == 2
     key = lambda r: (r["method"], r["accuracy"], r["final_losses"])  # noqa: E731
     assert sorted(map(key, again.records)) == sorted(map(key, full.records))
+    # the torn line is gone, not glued to the next entry: a third call reads both runs, trains none
+    assert len(journal.read_text().splitlines()) == 2
+    third = compare(config, progress=False, journal=journal, resume=True)
+    assert third.reused == 2 and sorted(map(key, third.records)) == sorted(map(key, full.records))
     with pytest.raises(ValueError, match="needs journal="):
         compare(config, progress=False, resume=True)
 
