@@ -515,10 +515,8 @@ class ComparisonResult:
                 False (a second comparison does not silently replace the first one's results).
         """
         folder = Path(folder)
-        existing = [name for name in RESULT_FILES if (folder / name).exists()]
-        if existing and not overwrite:  # the folder's journal (runs.jsonl) is this comparison's own
-            raise FileExistsError(f"{folder} already holds the results of an earlier comparison "
-                                  f"({', '.join(existing)}); pass overwrite=True to replace them")
+        if not overwrite:  # the folder's journal (runs.jsonl) may be this comparison's own
+            check_output_folder(folder, files=RESULT_FILES)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"markdown": folder / "table.md", "csv": folder / "results.csv", "json": folder / "results.json"}
         paths["markdown"].write_text(self.markdown())
@@ -535,11 +533,13 @@ class ComparisonResult:
         return paths
 
 
-def check_output_folder(folder: os.PathLike, *, overwrite: bool = False, resume: bool = False) -> None:
-    """Raise ``FileExistsError`` if ``folder`` holds an earlier comparison's results or journal
-    (:data:`JOURNAL_FILE`), unless ``overwrite`` (start again) or ``resume`` (continue it)."""
+def check_output_folder(folder: os.PathLike, *, overwrite: bool = False, resume: bool = False,
+                        files: Sequence[str] = (*RESULT_FILES, JOURNAL_FILE)) -> None:
+    """Raise ``FileExistsError`` if ``folder`` holds one of ``files`` of an earlier comparison (its
+    results and journal, :data:`JOURNAL_FILE`), unless ``overwrite`` (start again) or ``resume``
+    (continue it)."""
     folder = Path(folder)
-    existing = [name for name in (*RESULT_FILES, JOURNAL_FILE) if (folder / name).exists()]
+    existing = [name for name in files if (folder / name).exists()]
     if existing and not (overwrite or resume):
         raise FileExistsError(f"{folder} already holds the results of an earlier comparison ({', '.join(existing)}); "
                               "pass --resume to keep its finished runs and train only the missing ones, "
