@@ -36,6 +36,19 @@ def _method_kwargs(value: str) -> Dict[str, Any]:
     return parsed
 
 
+def _augment(value: str) -> Dict[str, Any]:
+    """``--augment``: a JSON object of RandomAffine arguments, ``{}`` for none (checked before any run)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos + 1}) in {value!r}; "
+                                         "expected e.g. '{\"degrees\": 10, \"translate\": 0.1, \"scale\": [0.9, 1.1]}'") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of augmentation arguments, e.g. "
+                                         f"'{{\"degrees\": 10, \"translate\": 0.1}}' or '{{}}' for none, got {value!r}")
+    return parsed
+
+
 def _load_options(value: str) -> Dict[str, Any]:
     """``--load-options``: a JSON object of loader options (checked by the loader before any run)."""
     try:
@@ -115,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--load-options", type=_load_options, default=None,
                    help="JSON loader options replacing the benchmark's, e.g. '{\"max_length\": 256}' for the text "
                         "benchmarks (default: per benchmark)")
+    c.add_argument("--augment", type=_augment, default=None,
+                   help="JSON random affine augmentation of training images for image backbones, e.g. "
+                        "'{\"degrees\": 10, \"translate\": 0.1, \"scale\": [0.9, 1.1]}', '{}' for none "
+                        "(default: per benchmark; docs/recipe.md)")
     c.add_argument("--backbone-lr-multiplier", type=float, default=None,
                    help="learning rate of the backbone relative to --lr (default: per benchmark; 0.03 for "
                         "amazon-reviews-text-finetune's encoder)")
@@ -251,7 +268,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                                lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
                                label_smoothing=args.label_smoothing, load_options=args.load_options,
-                               backbone_lr_multiplier=args.backbone_lr_multiplier, shots=args.shots, root=args.root,
+                               augment=args.augment, backbone_lr_multiplier=args.backbone_lr_multiplier,
+                               shots=args.shots, root=args.root,
                                download=args.download, workers=args.workers, method_kwargs=args.method_kwargs,
                                device=args.device, precision=args.precision)
         result = compare(config, progress=not args.quiet, journal=Path(out) / JOURNAL_FILE, resume=args.resume)

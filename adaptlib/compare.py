@@ -37,7 +37,7 @@ import torch
 
 from .methods import METHODS, get_method
 from .methods.search_space import check_hparams
-from .models import AdaptModel, lenet, mlp
+from .models import AdaptModel, RandomAffine, lenet, mlp
 from .trainer import Trainer
 from ._recipes import (BACKBONES, BENCHMARK_SETTINGS, METHOD_DEFAULTS, RECIPE_KEYS, USER_DATA_SETTINGS,
                        method_defaults_for, settings_for)
@@ -104,6 +104,10 @@ class CompareConfig:
         load_options: preprocessing options of the benchmark's loader, e.g.
             ``{"preprocess": "zscore"}`` (``None``: the benchmark default in
             ``BENCHMARK_SETTINGS``).
+        augment: training-time augmentation of an image backbone's inputs: the keyword
+            arguments of :class:`~adaptlib.models.RandomAffine` (``degrees``, ``translate``,
+            ``scale``), e.g. ``{"degrees": 10, "translate": 0.1, "scale": (0.9, 1.1)}``; ``{}``
+            for none; ``None``: the benchmark default. Checked by :meth:`resolved`.
         shots: labelled target samples per class for methods that use target labels.
         root: data folder (``None``: ``$ADAPTLIB_DATA`` or the cache folder).
         workers: parallel processes (each runs one training at a time with one thread).
@@ -131,6 +135,7 @@ class CompareConfig:
     lr_schedule: Optional[str] = None
     label_smoothing: Optional[float] = None
     load_options: Optional[Dict[str, Any]] = None
+    augment: Optional[Dict[str, Any]] = None
     shots: int = 3
     root: Optional[str] = None
     download: bool = False
@@ -154,6 +159,7 @@ class CompareConfig:
         out.device = str(check_device(out.device))
         out.precision = MixedPrecision(out.precision, torch.device(out.device)).precision
         out.load_options = dict(out.load_options)  # type: ignore[arg-type]
+        out.augment = _check_augment(out.augment, out.backbone)
         out.hidden = tuple(int(h) for h in out.hidden)  # type: ignore[union-attr]
         if out.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {out.backbone!r}")
@@ -187,6 +193,34 @@ class CompareConfig:
         merged = {m: {**method_defaults_for(self.benchmark, m), **user.get(m, {})} for m in out.methods}
         out.method_kwargs = check_method_kwargs({m: hp for m, hp in merged.items() if hp}, out.methods)
         return out
+
+
+_AUGMENT_KEYS = ("degrees", "translate", "scale")
+
+
+def _check_augment(augment: Any, backbone: Optional[str]) -> Dict[str, Any]:
+    """A resolved ``augment`` recipe field: a dict of :class:`RandomAffine` arguments (``scale`` a list)."""
+    if not isinstance(augment, Mapping):
+        raise ValueError(f"augment must be a mapping of RandomAffine arguments ({', '.join(_AUGMENT_KEYS)}) "
+                         f"or {{}} for none, got {augment!r}")
+    unknown = sorted(set(augment) - set(_AUGMENT_KEYS))
+    if unknown:
+        raise ValueError(f"augment: unknown {unknown}; known are {list(_AUGMENT_KEYS)}")
+    out = dict(augment)
+    if "scale" in out:
+        try:
+            out["scale"] = [float(v) for v in out["scale"]]
+        except (TypeError, ValueError):
+            raise ValueError(f"augment: scale must be a (low, high) pair, got {out['scale']!r}") from None
+    if out and backbone not in _IMAGE_BACKBONES:
+        raise ValueError(f"augment needs an image backbone ({', '.join(_IMAGE_BACKBONES)}), "
+                         f"the recipe's is {backbone!r}; pass augment={{}}")
+    if out:
+        try:  # RandomAffine's own range checks
+            RandomAffine((1, 16, 16), **{k: (tuple(v) if k == "scale" else v) for k, v in out.items()})
+        except ValueError as e:
+            raise ValueError(f"augment: {e}") from None
+    return out
 
 
 def _fmt_value(value: Any) -> str:
@@ -273,6 +307,7 @@ def _load_options(config: CompareConfig) -> Dict[str, Any]:
     return dict(settings_for(config.benchmark).get("load_options", {}))
 
 
+_IMAGE_BACKBONES = ("lenet", "efficientnet-lite0")
 _NETWORK_NAMES = {"mlp": "MLP", "lenet": "LeNet", "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet weights)"}
 
 
@@ -298,6 +333,10 @@ def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> Adap
     * ``"all-MiniLM-L6-v2"``: ``SentenceEncoder() -> mlp(384, hidden, dropout)``: inputs are
       token ids ``(N, L)`` int64 (``input_dim`` is then ignored) and the pretrained encoder is
       trained with the rest. Needs the ``text`` extra.
+
+    A non-empty ``config.augment`` puts a :class:`~adaptlib.models.RandomAffine` with those
+    arguments in front of an image backbone (random rotation, scale and shift of each training
+    image; the identity in eval mode).
 
     Inputs ``(N, input_dim)``; features ``(N, bottleneck)`` (the backbone's width without a
     bottleneck); logits ``(N, num_classes)``. Seed torch before calling it for a seeded run.
@@ -331,6 +370,12 @@ def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> Adap
         width = None
     else:
         raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+    augment = getattr(config, "augment", None) or {}
+    if augment:
+        if backbone not in _IMAGE_BACKBONES:
+            raise ValueError(f"augment needs an image backbone ({', '.join(_IMAGE_BACKBONES)}), got {backbone!r}")
+        args = {k: (tuple(v) if k == "scale" else v) for k, v in augment.items()}
+        net = torch.nn.Sequential(RandomAffine(_image_shape(input_dim), **args), net)
     return AdaptModel(net, num_classes=num_classes, backbone_dim=width, bottleneck_dim=config.bottleneck,
                       dropout=0.0, bottleneck_norm=bool(config.bottleneck_norm))
 
@@ -482,6 +527,10 @@ class ComparisonResult:
         if backbone == "all-MiniLM-L6-v2":
             network = (f"the same {backbone} encoder + MLP for every method, the encoder trained at "
                        f"{self.config.backbone_lr_multiplier:g} x lr")
+        if getattr(self.config, "augment", None):
+            network += " with random affine augmentation (" + ", ".join(
+                f"{k} {_fmt_value(v) if k != 'scale' else '-'.join(_fmt_value(float(x)) for x in v)}"
+                for k, v in self.config.augment.items()) + ")"
         note = (f"\nTarget accuracy (%), mean ± std over {self.config.seeds} seed(s); {self.config.steps} steps, "
                 f"batch {self.config.batch_size}, {self.config.optimizer} lr {self.config.lr:g}, {network}"
                 + (f", {self.config.precision} mixed precision" if self.config.precision != "32" else "") + ".")
@@ -590,6 +639,8 @@ def read_journal(path: os.PathLike, config: CompareConfig) -> Dict[Tuple[str, st
             raise ValueError(f"{path}, line {i + 1}: not a journal entry of adaptlib compare ({e})") from None
         if rec.get("benchmark") != config.benchmark:
             continue
+        settings = dict(settings)
+        settings.setdefault("augment", {})  # runs journaled before the augment field trained without augmentation
         now = _run_settings(config, key[1])
         if key[1] not in config.methods:  # a method this comparison does not train: its own kwargs do not matter
             now.pop("method_kwargs")

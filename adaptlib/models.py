@@ -7,11 +7,14 @@ network, the same budget, only the objective differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Iterator, Optional, Sequence, Tuple
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ModelOutput", "AdaptModel", "mlp", "lenet", "DomainDiscriminator"]
+__all__ = ["ModelOutput", "AdaptModel", "mlp", "lenet", "RandomAffine", "affine_images", "DomainDiscriminator"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,106 @@ def lenet(image_shape: Tuple[int, int, int] = (1, 28, 28), *, channels: Tuple[in
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def affine_images(images: Tensor, angle: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Rotate, scale and shift each image of a batch about its centre (bilinear, zero fill).
+
+    Output pixel ``p`` (centred coordinates) takes the input value at
+    ``R(-angle) p / scale - shift``: the content is rotated counter-clockwise by ``angle``,
+    magnified by ``scale`` and moved by ``shift``. Pixels that come from outside the image are 0
+    (black: the background of ``digits-images``). Sampling is :func:`torch.nn.functional.grid_sample`
+    (bilinear, ``align_corners=False``), so integer shifts and multiples of 90 degrees are exact.
+
+    Args:
+        images: ``(N, C, H, W)`` floating-point images.
+        angle: ``(N,)`` rotations in **radians**, counter-clockwise as displayed (row 0 at the top).
+        scale: ``(N,)`` positive magnifications (``> 1`` enlarges the content).
+        shift: ``(N, 2)`` shifts ``(dx, dy)`` in **pixels**, ``dx`` to the right, ``dy`` down.
+
+    Returns:
+        ``(N, C, H, W)`` transformed images, same dtype and device; differentiable in ``images``.
+
+    Raises:
+        ValueError: ``images`` is not a 4-d floating-point tensor, or a parameter has the wrong
+            shape or a non-positive ``scale``.
+    """
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a (N, C, H, W) floating-point tensor, got {tuple(images.shape)} {images.dtype}")
+    n, _, h, w = images.shape
+    if tuple(angle.shape) != (n,) or tuple(scale.shape) != (n,) or tuple(shift.shape) != (n, 2):
+        raise ValueError(f"angle and scale must be ({n},) and shift ({n}, 2), got {tuple(angle.shape)}, "
+                         f"{tuple(scale.shape)}, {tuple(shift.shape)}")
+    if bool((scale <= 0).any()):
+        raise ValueError("scale must be positive")
+    angle, scale, shift = (t.to(device=images.device, dtype=images.dtype) for t in (angle, scale, shift))
+    # In grid_sample's normalised coordinates [-1, 1] a pixel is 2/W wide and 2/H high. Work in pixel
+    # units (isotropic), then convert: u_in = A u_out + b with A = R(-angle) / scale, b = -shift.
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # Row 0 is at the top (y grows downwards), so a counter-clockwise turn on screen is R(-angle) in (x, y).
+    a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (N, 2, 2), pixel units
+    to_norm = images.new_tensor([2.0 / w, 2.0 / h])
+    theta_lin = a * to_norm[None, :, None] / to_norm[None, None, :]  # diag(to_norm) A diag(1/to_norm)
+    theta_shift = -shift * to_norm  # (N, 2)
+    theta = torch.cat([theta_lin, theta_shift[:, :, None]], dim=2)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class RandomAffine(nn.Module):
+    """Training-time augmentation of images given as rows: a random rotation, scale and shift per image.
+
+    In training mode each image of the batch gets its own angle uniform in ``[-degrees, degrees]``,
+    magnification uniform in ``[scale[0], scale[1]]`` and shift uniform in ``[-translate,
+    translate]`` times the image width (``dx``) and height (``dy``), applied by
+    :func:`affine_images`; in eval mode it is the identity, as dropout. The draws use torch's
+    global generator (the :class:`~adaptlib.Trainer` seeds it), on the input's device. A method
+    that stacks source and target (:meth:`~adaptlib.methods.Method.forward_source_target`)
+    augments both domains; evaluation and validators (eval mode) see the images as they are.
+    The random affine transform of LeNet-style digit recipes (e.g. Simard et al., ICDAR 2003;
+    ``torchvision.transforms.RandomAffine`` has the same parameters).
+
+    Args:
+        image_shape: ``(C, H, W)`` of one image. Inputs are ``(N, C*H*W)`` rows (returned as rows)
+            or ``(N, C, H, W)`` images (returned as images).
+        degrees: largest rotation, in degrees (``>= 0``).
+        translate: largest shift, as a fraction of the image size (``[0, 1)``).
+        scale: ``(low, high)`` magnification range, ``0 < low <= high``.
+
+    Raises:
+        ValueError: a parameter outside its range; at call time, an input of another shape.
+    """
+
+    def __init__(self, image_shape: Tuple[int, int, int], *, degrees: float = 0.0, translate: float = 0.0,
+                 scale: Tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        self.to_image = _ToImage(tuple(int(v) for v in image_shape))  # type: ignore[arg-type]
+        if not (isinstance(degrees, (int, float)) and 0.0 <= float(degrees) <= 180.0):
+            raise ValueError(f"degrees must be a number in [0, 180], got {degrees!r}")
+        if not (isinstance(translate, (int, float)) and 0.0 <= float(translate) < 1.0):
+            raise ValueError(f"translate must be a fraction in [0, 1), got {translate!r}")
+        try:
+            low, high = (float(v) for v in scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale must be a (low, high) pair of numbers, got {scale!r}") from None
+        if not (0.0 < low <= high) or not math.isfinite(high):
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        self.degrees, self.translate, self.scale = float(degrees), float(translate), (low, high)
+
+    def forward(self, x: Tensor) -> Tensor:
+        images = self.to_image(x)
+        if not self.training or (self.degrees == 0 and self.translate == 0 and self.scale == (1.0, 1.0)):
+            return x
+        n, _, h, w = images.shape
+        u = torch.rand(n, 4, device=x.device)
+        angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
+        scale = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
+        shift = (2 * u[:, 2:] - 1) * self.translate * torch.tensor([float(w), float(h)], device=x.device)
+        out = affine_images(images, angle, scale, shift)
+        return out.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.to_image.shape}, degrees={self.degrees:g}, translate={self.translate:g}, scale={self.scale}"
 
 
 class _ToImage(nn.Module):

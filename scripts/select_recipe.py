@@ -31,7 +31,9 @@ per-domain loaders; for MNIST-USPS, whose files hold both domains, the target ha
 loader returns is dropped at once, unread. :func:`load_source_domains` asserts it.
 
 ``digits-images`` (LeNet on 28x28 images, minutes per run on the CPU) has its own tiny grid
-(:data:`SMALL_GRIDS`): its centre and one change per factor, no baselines.
+(:data:`SMALL_GRIDS`): its centre and one change per factor (two strengths of random affine
+augmentation), no baselines. Augmentation acts on the training images only; the held-out
+images are scored as they are.
 
 Usage (about 2-10 min per benchmark on 2 cores)::
 
@@ -132,7 +134,11 @@ SMALL_GRIDS: Dict[str, Tuple[Dict[str, Any], Tuple[Tuple[str, str, Dict[str, Any
              batch_size=32, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, lr_schedule="cosine",
              label_smoothing=0.0, load_options={}),
         (("norm", "no-bn", dict(bottleneck_norm=False)),
-         ("optimizer", "lr3e-4", dict(lr=3e-4))),
+         ("optimizer", "lr3e-4", dict(lr=3e-4)),
+         # Random affine augmentation of the training images (RandomAffine; the centre has none): the
+         # usual MNIST setting (torchvision-style degrees 10, shifts 10 %, scale 0.9-1.1), and twice it.
+         ("augment", "affine", dict(augment=dict(degrees=10, translate=0.1, scale=[0.9, 1.1]))),
+         ("augment", "affine-strong", dict(augment=dict(degrees=20, translate=0.2, scale=[0.8, 1.2])))),
     ),
 }
 
