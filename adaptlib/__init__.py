@@ -17,13 +17,13 @@
 """
 from . import kernels, losses, methods, validation
 from .methods import METHODS, get_method
-from .models import AdaptModel, DomainDiscriminator, ModelOutput, lenet, mlp
+from .models import AdaptModel, DomainDiscriminator, ModelOutput, RandomAffine, lenet, mlp
 from .labels import encode_labels
 from .trainer import History, Trainer
 from .estimator import DomainAdaptationClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "lenet", "METHODS",
+__all__ = ["Trainer", "History", "AdaptModel", "DomainDiscriminator", "ModelOutput", "mlp", "lenet", "RandomAffine", "METHODS",
            "get_method", "encode_labels", "DomainAdaptationClassifier", "kernels", "losses", "methods", "validation",
            "__version__"]

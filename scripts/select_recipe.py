@@ -377,7 +377,8 @@ def _describe(row: Dict[str, Any]) -> str:
         net = f"{'LeNet' if s.get('backbone') == 'lenet' else 'MLP'} {list(s['hidden'])}, drop {s['dropout']}, bottleneck {s['bottleneck']}" + (
             "+BN" if s["bottleneck_norm"] else "")
         opt = f"{s['optimizer']} lr {s['lr']:g} {s['lr_schedule']}, wd {s['weight_decay']:g}"
-        return f"{net}; {opt}; {s['steps']}x{s['batch_size']}; ls {s['label_smoothing']}; {s['load_options'] or 'default'}"
+        aug = f"; augment {s['augment']}" if s.get("augment") else ""
+        return f"{net}; {opt}; {s['steps']}x{s['batch_size']}; ls {s['label_smoothing']}; {s['load_options'] or 'default'}{aug}"
     changes = {name: change for name, change in _ALL_CHANGES.items()}
     changes.update({name: change for factor, name, change in sum(EXTRA_CHANGES.values(), ())})
     if row["recipe"] in changes:

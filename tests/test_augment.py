@@ -163,3 +163,20 @@ def test_a_journal_written_before_the_augment_field_is_read_as_no_augmentation(d
     config = CompareConfig(methods=("source-only",), tasks=("D->W",), seeds=1, steps=3, workers=1,
                            root=str(data_root)).resolved()
     assert len(read_journal(journal, config)) == 1
+
+
+def test_a_study_trains_the_recipes_augmentation_and_can_turn_it_off(monkeypatch):
+    from adaptlib.studies import StudyError, execute_run, parse_study
+    from adaptlib.studies import run as study_run
+
+    head = 'name = "x"\nbenchmark = "digits-images"\ntasks = ["U->M"]\nmethods = ["source-only"]\n'
+    spec = parse_study(head + 'steps = 2\ncheckpoint_every = 2\nvalidators = ["source-accuracy"]\n')
+    assert spec.network["augment"] == CompareConfig(benchmark="digits-images").resolved().augment != {}
+    built = []
+    monkeypatch.setattr(study_run, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1])
+    result = execute_run(spec.runs()[0])
+    assert result.status == "ok", result.error
+    assert isinstance(built[0].backbone[0], RandomAffine)
+    assert "augment" not in parse_study(head + "[network]\naugment = {}\n").network
+    with pytest.raises(StudyError, match="network.augment.*image backbone"):
+        parse_study('name = "x"\nbenchmark = "office-caltech10-surf"\n[network]\naugment = {degrees = 5}\n')

@@ -16,7 +16,7 @@ from adaptlib import AdaptModel, Trainer
 from adaptlib.compare import CompareConfig, build_model
 from adaptlib.datasets import get_benchmark, load_digit_images
 from adaptlib.datasets.digit_images import sample_indices
-from adaptlib.models import lenet
+from adaptlib.models import RandomAffine, lenet
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # data README
 USPS_TRAIN_COUNTS = [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]
@@ -117,7 +117,9 @@ def test_build_model_lenet_from_the_digits_recipe():
     cfg = CompareConfig(benchmark="digits-images", methods=("dann",)).resolved()
     assert cfg.backbone == "lenet"
     model = build_model(cfg, 784, 10)
-    assert isinstance(model.backbone[1], torch.nn.Conv2d) and model.feature_dim == cfg.bottleneck
+    augment, net = model.backbone  # the recipe's training-time augmentation, then ADDA's LeNet
+    assert isinstance(augment, RandomAffine) and augment.degrees == cfg.augment["degrees"]
+    assert isinstance(net[1], torch.nn.Conv2d) and model.feature_dim == cfg.bottleneck
     with pytest.raises(ValueError, match="square"):
         build_model(cfg, 800, 10)
     with pytest.raises(ValueError, match="backbone"):

@@ -158,7 +158,8 @@ def execute_run(spec: RunSpec) -> RunResult:
     net = spec.network
     model = build_model(SimpleNamespace(backbone=net.get("backbone", "mlp"), hidden=tuple(net["hidden"]),
                                         dropout=net["dropout"], bottleneck=net["bottleneck"],
-                                        bottleneck_norm=bool(net.get("bottleneck_norm", False))),
+                                        bottleneck_norm=bool(net.get("bottleneck_norm", False)),
+                                        augment=net.get("augment", {})),
                         input_dim=xs.shape[1], num_classes=data.num_classes)
     trainer = Trainer(model, method, steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed,
                       device=spec.device, precision=spec.precision, progress_bar=False,

@@ -25,6 +25,7 @@ A study file is TOML (read with :mod:`tomllib`)::
     bottleneck = 128
     dropout = 0.5
     bottleneck_norm = false
+    augment = {degrees = 10, translate = 0.1, scale = [0.9, 1.1]}  # image backbones; {} for none
 
     [trainer]                               # default: the benchmark's setting
     optimizer = "adam"                      # "sgd", "adam" or "adamw"
@@ -53,7 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ..compare import DEFAULT_METHODS, method_defaults_for, settings_for
+from ..compare import DEFAULT_METHODS, _check_augment, method_defaults_for, settings_for
 from ..methods import METHODS
 from .registry import run_seed, sample_config
 
@@ -77,7 +78,7 @@ RESULT_KEYS: Tuple[str, ...] = ("name", "benchmark", "steps", "checkpoint_every"
 _KEYS = {"name", "benchmark", "tasks", "methods", "configs", "seeds", "steps", "checkpoint_every", "batch_size",
          "lr", "network", "trainer", "validators", "selection", "source_val_fraction", "shots", "database", "root",
          "load_options"}
-_NETWORK_KEYS = {"hidden", "bottleneck", "dropout", "bottleneck_norm"}
+_NETWORK_KEYS = {"hidden", "bottleneck", "dropout", "bottleneck_norm", "augment"}
 
 #: The backbones a study builds (:func:`adaptlib.compare.build_model`), from the benchmark's recipe:
 #: the MLP and the LeNet, both trained from scratch at the study's single learning rate.
@@ -377,6 +378,12 @@ def parse_study(text: str, *, source: str = "<study>", path: Optional[Path] = No
                "bottleneck_norm": _bool(net, "network.bottleneck_norm", bool(settings["bottleneck_norm"]), source)}
     if backbone != "mlp":  # absent means the MLP, so the records of MLP studies keep their definition
         network["backbone"] = backbone
+    try:  # absent means none, so the records of studies without augmentation keep their definition
+        augment = _check_augment(net_raw.get("augment", settings.get("augment", {})), backbone)
+    except ValueError as e:
+        raise StudyError(f"{_where(source, 'network.augment')}: {e}") from None
+    if augment:
+        network["augment"] = augment
     trainer = _trainer_table(raw, settings, source)
 
     validators = _names(raw, "validators", list(VALIDATORS), source)
