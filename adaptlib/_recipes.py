@@ -48,11 +48,13 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
                                 steps=1000, batch_size=32, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,
                                 momentum=0.9, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0,
                                 load_options={}, augment={}),
-    # ADDA's LeNet (20/50 5x5 convolutions, 500 units) from scratch on 28x28 images (docs/digits-images.md).
+    # ADDA's LeNet (20/50 5x5 convolutions, 500 units) from scratch on 28x28 images (docs/digits-images.md),
+    # with random affine augmentation of the training images, which the grid ranked first on held-out
+    # source images (98.20 against 97.72 without, 2 seeds; docs/recipe.md).
     "digits-images": dict(backbone="lenet", hidden=(500,), bottleneck=256, dropout=0.5, bottleneck_norm=True,
                           steps=1000, batch_size=32, optimizer="adam", lr=1e-3, backbone_lr_multiplier=1.0,
                           momentum=0.9, weight_decay=0.0, lr_schedule="cosine", label_smoothing=0.0,
-                          load_options={}, augment={}),
+                          load_options={}, augment={"degrees": 10, "translate": 0.1, "scale": [0.9, 1.1]}),
     # The ImageNet EfficientNet-Lite0 fine-tuned on the same images upsampled to 32x32; a short CPU
     # budget, not selected by a grid (one recipe, TLlib's 0.1 backbone learning-rate factor).
     "digits-images-efficientnet": dict(backbone="efficientnet-lite0", hidden=(1280,), bottleneck=256, dropout=0.0,
