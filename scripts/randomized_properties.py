@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PROPERTY_TESTS = ["tests/test_losses_properties.py"]
+PROPERTY_TESTS = ["tests/test_losses_properties.py", "tests/test_augment_properties.py"]
 
 
 def main(argv=None) -> int:
