@@ -217,7 +217,7 @@ def _check_augment(augment: Any, backbone: Optional[str]) -> Dict[str, Any]:
                          f"the recipe's is {backbone!r}; pass augment={{}}")
     if out:
         try:  # RandomAffine's own range checks
-            RandomAffine((1, 16, 16), **{k: (tuple(v) if k == "scale" else v) for k, v in out.items()})
+            RandomAffine((1, 16, 16), **out)
         except ValueError as e:
             raise ValueError(f"augment: {e}") from None
     return out
@@ -374,8 +374,7 @@ def build_model(config: CompareConfig, input_dim: int, num_classes: int) -> Adap
     if augment:
         if backbone not in _IMAGE_BACKBONES:
             raise ValueError(f"augment needs an image backbone ({', '.join(_IMAGE_BACKBONES)}), got {backbone!r}")
-        args = {k: (tuple(v) if k == "scale" else v) for k, v in augment.items()}
-        net = torch.nn.Sequential(RandomAffine(_image_shape(input_dim), **args), net)
+        net = torch.nn.Sequential(RandomAffine(_image_shape(input_dim), **augment), net)
     return AdaptModel(net, num_classes=num_classes, backbone_dim=width, bottleneck_dim=config.bottleneck,
                       dropout=0.0, bottleneck_norm=bool(config.bottleneck_norm))
 

@@ -165,7 +165,7 @@ class RandomAffine(nn.Module):
             or ``(N, C, H, W)`` images (returned as images).
         degrees: largest rotation, in degrees (``>= 0``).
         translate: largest shift, as a fraction of the image size (``[0, 1)``).
-        scale: ``(low, high)`` magnification range, ``0 < low <= high``.
+        scale: ``(low, high)`` magnification range (a tuple or list), ``0 < low <= high``.
 
     Raises:
         ValueError: a parameter outside its range; at call time, an input of another shape.
