@@ -106,9 +106,10 @@ def lenet(image_shape: Tuple[int, int, int] = (1, 28, 28), *, channels: Tuple[in
 def affine_images(images: Tensor, angle: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """Rotate, scale and shift each image of a batch about its centre (bilinear, zero fill).
 
-    Output pixel ``p`` (centred coordinates) takes the input value at
-    ``R(-angle) p / scale - shift``: the content is rotated counter-clockwise by ``angle``,
-    magnified by ``scale`` and moved by ``shift``. Pixels that come from outside the image are 0
+    Output pixel ``p`` takes the input value at ``A p / scale - shift`` with
+    ``A = [[cos(angle), -sin(angle)], [sin(angle), cos(angle)]]``, in pixel coordinates about the
+    image centre with ``x`` to the right and ``y`` down: the content is rotated counter-clockwise
+    on screen by ``angle``, magnified by ``scale`` and moved by ``shift``. Pixels that come from outside the image are 0
     (black: the background of ``digits-images``). Sampling is :func:`torch.nn.functional.grid_sample`
     (bilinear, ``align_corners=False``), so integer shifts and multiples of 90 degrees are exact.
 
@@ -135,9 +136,9 @@ def affine_images(images: Tensor, angle: Tensor, scale: Tensor, shift: Tensor) -
         raise ValueError("scale must be positive")
     angle, scale, shift = (t.to(device=images.device, dtype=images.dtype) for t in (angle, scale, shift))
     # In grid_sample's normalised coordinates [-1, 1] a pixel is 2/W wide and 2/H high. Work in pixel
-    # units (isotropic), then convert: u_in = A u_out + b with A = R(-angle) / scale, b = -shift.
+    # units (isotropic), then convert: u_in = A u_out / scale - shift. With y pointing down, this A turns
+    # the content counter-clockwise on screen (tests: torch.rot90 for quarter turns).
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # Row 0 is at the top (y grows downwards), so a counter-clockwise turn on screen is R(-angle) in (x, y).
     a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (N, 2, 2), pixel units
     to_norm = images.new_tensor([2.0 / w, 2.0 / h])
     theta_lin = a * to_norm[None, :, None] / to_norm[None, None, :]  # diag(to_norm) A diag(1/to_norm)
