@@ -165,11 +165,11 @@ def test_a_journal_written_before_the_augment_field_is_read_as_no_augmentation(d
     assert len(read_journal(journal, config)) == 1
 
 
-def test_a_study_trains_the_recipes_augmentation_and_can_turn_it_off(monkeypatch):
+def test_a_study_trains_the_recipes_augmentation_and_can_turn_it_off(monkeypatch, data_root):
     from adaptlib.studies import StudyError, execute_run, parse_study
     from adaptlib.studies import run as study_run
 
-    head = 'name = "x"\nbenchmark = "digits-images"\ntasks = ["U->M"]\nmethods = ["source-only"]\n'
+    head = f'name = "x"\nbenchmark = "digits-images"\ntasks = ["U->M"]\nmethods = ["source-only"]\nroot = "{data_root}"\n'
     spec = parse_study(head + 'steps = 2\ncheckpoint_every = 2\nvalidators = ["source-accuracy"]\n')
     assert spec.network["augment"] == CompareConfig(benchmark="digits-images").resolved().augment != {}
     built = []
