@@ -36,30 +36,27 @@ def _method_kwargs(value: str) -> Dict[str, Any]:
     return parsed
 
 
-def _augment(value: str) -> Dict[str, Any]:
-    """``--augment``: a JSON object of RandomAffine arguments, ``{}`` for none (checked before any run)."""
+def _json_object(value: str, what: str, example: str) -> Dict[str, Any]:
+    """Parse a JSON object option; ``what`` and ``example`` word the error."""
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos + 1}) in {value!r}; "
-                                         "expected e.g. '{\"degrees\": 10, \"translate\": 0.1, \"scale\": [0.9, 1.1]}'") from None
+                                         f"expected e.g. {example}") from None
     if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object of augmentation arguments, e.g. "
-                                         f"'{{\"degrees\": 10, \"translate\": 0.1}}' or '{{}}' for none, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object of {what}, e.g. {example}, got {value!r}")
     return parsed
+
+
+def _augment(value: str) -> Dict[str, Any]:
+    """``--augment``: a JSON object of RandomAffine arguments, ``{}`` for none (checked before any run)."""
+    return _json_object(value, "augmentation arguments ('{}' for none)",
+                        "'{\"degrees\": 10, \"translate\": 0.1, \"scale\": [0.9, 1.1]}'")
 
 
 def _load_options(value: str) -> Dict[str, Any]:
     """``--load-options``: a JSON object of loader options (checked by the loader before any run)."""
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos + 1}) in {value!r}; "
-                                         "expected e.g. '{\"max_length\": 128}'") from None
-    if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object of loader options, e.g. '{{\"max_length\": 128}}', "
-                                         f"got {value!r}")
-    return parsed
+    return _json_object(value, "loader options", "'{\"max_length\": 128}'")
 
 
 def _version() -> str:
