@@ -216,6 +216,13 @@ def test_select_recipe_grid_and_choice():
         assert len(set(names)) == len(names) and baselines <= set(names)
         for _, _, recipe in grid:  # every candidate is a complete, valid compare recipe
             CompareConfig(benchmark=bench, methods=("source-only",), **recipe).resolved()
+    # The digits grid's centre trains without augmentation whatever the benchmark's default is, and
+    # spelling that out keeps the keys of runs recorded before the augment field (--reuse).
+    digits = {n: r for _, n, r in sr.candidates("digits-images")}
+    assert CompareConfig(benchmark="digits-images", **digits["centre"]).resolved().augment == {}
+    assert CompareConfig(benchmark="digits-images", **digits["affine"]).resolved().augment["degrees"] == 10
+    assert sr._key(digits["centre"], "M", 0) == sr._key(
+        {k: v for k, v in digits["centre"].items() if k != "augment"}, "M", 0)
     rows = [{"recipe": "a", "mean": 0.800, "cost": 10}, {"recipe": "b", "mean": 0.799, "cost": 5},
             {"recipe": "c", "mean": 0.790, "cost": 1}]
     assert sr.choose(rows, 0.002)["recipe"] == "b"  # the cheapest within 0.2 points of the best
