@@ -43,6 +43,18 @@ __all__ = ["Trainer", "History", "lr_factor", "SMALL_MODEL_PARAMETERS"]
 SMALL_MODEL_PARAMETERS = 1_000_000
 
 
+def _fused_optimizer(cls, groups, **kwargs) -> torch.optim.Optimizer:
+    """``cls(groups, fused=True, **kwargs)``: one fused kernel per step for all parameters instead
+    of a dozen element-wise passes per tensor, the same update up to float round-off (4x faster on
+    a 30000 x 256 layer on the CPU: benchmarks/README.md, "Fused optimizer step"). Falls back to
+    the per-tensor implementation where torch has no fused kernel (CPU before torch 2.4, some
+    devices and dtypes), which is refused when the optimizer is built, not later."""
+    try:
+        return cls(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(groups, **kwargs)
+
+
 class Trainer:
     """Train an :class:`~adaptlib.models.AdaptModel` with any :class:`~adaptlib.methods.Method`.
 
@@ -275,11 +287,10 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         groups = self._param_groups()
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                                   nesterov=self.momentum > 0)
-        if self.optimizer_name == "adamw":
-            return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+            cls, kwargs = torch.optim.SGD, dict(momentum=self.momentum, nesterov=self.momentum > 0)
+        else:
+            cls, kwargs = (torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam), {}
+        return _fused_optimizer(cls, groups, lr=self.lr, weight_decay=self.weight_decay, **kwargs)
 
     def _stream(self, kind: str, payload: Any, batch_size: int, seed_offset: int, keep: int, check=None):
         gen = torch.Generator().manual_seed(self.seed * 1000003 + seed_offset + 7919 * _dist.rank())

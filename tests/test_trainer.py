@@ -111,3 +111,50 @@ def test_non_finite_loss_is_reported(surf_small):
                 lr_schedule="constant", log_every=1, progress_bar=False)
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         t.fit((xs * 1e6, ys))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizer_step_is_fused_and_equals_the_per_tensor_update(optimizer):
+    """The Trainer builds torch's fused optimizer (one kernel per step) where torch has one; its
+    update equals the per-tensor implementation's (torch's reference loop) up to float round-off."""
+    import copy
+
+    torch.manual_seed(0)
+    model = AdaptModel(mlp(12, [16]), num_classes=3, bottleneck_dim=8)
+    reference_model = copy.deepcopy(model)
+    t = Trainer(model, optimizer=optimizer, lr=0.05, weight_decay=1e-3, momentum=0.9)
+    fused = t._make_optimizer()
+    assert all(g["fused"] for g in fused.param_groups), "torch >= 2.4 has fused CPU kernels for all three"
+    names = dict(model.named_parameters())
+    reference_params = dict(reference_model.named_parameters())
+    index = {id(p): n for n, p in names.items()}
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "fused": False, "foreach": False,
+               "params": [reference_params[index[id(p)]] for p in g["params"]]} for g in fused.param_groups]
+    reference = type(fused)(groups, lr=0.05)
+    initial = {n: p.detach().clone() for n, p in names.items()}
+    for _ in range(5):
+        for n, p in names.items():
+            p.grad = torch.randn_like(p)
+            reference_params[n].grad = p.grad.clone()
+        fused.step()
+        reference.step()
+    for n, p in names.items():
+        assert not torch.equal(p, initial[n]), f"{n} did not move"
+        torch.testing.assert_close(p, reference_params[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_optimizer_falls_back_where_torch_has_no_fused_kernel():
+    from adaptlib.trainer import _fused_optimizer
+
+    class NoFusedKernel(torch.optim.SGD):
+        def __init__(self, params, fused=None, **kwargs):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+            super().__init__(params, **kwargs)
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = _fused_optimizer(NoFusedKernel, [w], lr=0.5, weight_decay=0.0)
+    assert isinstance(opt, NoFusedKernel) and not opt.param_groups[0]["fused"]
+    w.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(w.detach(), torch.full((3,), 0.5))
