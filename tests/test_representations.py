@@ -112,15 +112,30 @@ def test_amazon_msda_benchmark_fits_once_per_pair_and_caches(data_root, tmp_path
     books, kitchen = first_words("books", "train", data_root), first_words("kitchen", "train", data_root)
     assert torch.equal(s.x[:, :300], books.x) and torch.equal(s.y, books.y)
     assert torch.equal(te.y, load_amazon_reviews("kitchen", "test", data_root).y)
-    weights = msda_fit(torch.cat([books.x, kitchen.x]), noise=am.MSDA_NOISE, layers=1)
-    fresh = msda_transform(kitchen.x, weights, include_input=False)
+    presence = lambda x: (x > 0).float()  # noqa: E731  Chen et al.'s code: mSDA(double(xx>0), ...)
+    weights = msda_fit(torch.cat([presence(books.x), presence(kitchen.x)]), noise=am.MSDA_NOISE, layers=1)
+    fresh = msda_transform(presence(kitchen.x), weights, include_input=False)
     torch.testing.assert_close(tt.x[:, 300:], fresh, rtol=0, atol=2e-3)  # float16 storage
     assert fresh.std() > 0.05  # the layer carries signal, not a constant
+    assert books.x.max() > 1  # counts, so presence and counts fits differ
+
+    # layer_input="counts" (the first version): its own cache folder, fitted on the raw counts
+    _, tt_counts, _ = am.load_amazon_reviews_msda("B", "K", data_root, layers=1, layer_input="counts",
+                                                   cache_dir=tmp_path)
+    assert fits == [("books", "kitchen")] * 2 and len(list(tmp_path.rglob("*.npy"))) == 2 * 4
+    weights = msda_fit(torch.cat([books.x, kitchen.x]), noise=am.MSDA_NOISE, layers=1)
+    fresh_counts = msda_transform(kitchen.x, weights, include_input=False)
+    torch.testing.assert_close(tt_counts.x[:, 300:], fresh_counts, rtol=0, atol=2e-3)
+    assert torch.equal(tt_counts.x[:, :300], tt.x[:, :300])
+    assert (tt_counts.x[:, 300:] - tt.x[:, 300:]).abs().max() > 0.1
+    fits.clear()
 
     s2, tt2, _ = am.load_amazon_reviews_msda("kitchen", "books", data_root, layers=1, cache_dir=tmp_path)
-    assert fits == [("books", "kitchen")]  # the reverse task reads the same fit
+    assert fits == []  # the reverse task reads the same fit
     assert torch.equal(s2.x, tt.x) and torch.equal(tt2.x, s.x)
     with pytest.raises(ValueError, match="different domains"):
         am.load_amazon_reviews_msda("B", "books", data_root, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="noise"):
         am.load_amazon_reviews_msda("B", "K", data_root, noise=1.5, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="layer_input must be one of"):
+        am.load_amazon_reviews_msda("B", "K", data_root, layer_input="binary", cache_dir=tmp_path)

@@ -7,6 +7,11 @@ review becomes ``[x, h_1, ..., h_5]``: its 5000 counts followed by the five 5000
 layers, 30,000 features, as in Ganin et al. (JMLR 2016, Sec. 5.1 and Table 1), where DANN on
 this representation reaches 81.3 % on average over the 12 tasks.
 
+As in Chen et al.'s reference code (``mSDA(double(xx>0), noise, layers)``, the counts themselves
+kept as the first block), the layers are fitted on and applied to word presence ``1[x > 0]`` by
+default; ``layer_input="counts"`` fits them on the raw counts (this module's first version, kept
+so that its recorded results can be reproduced).
+
 The fit only sees the two training files, which are the same for ``S->T`` and ``T->S``, so one
 fit serves both tasks. Fitting one pair costs about two minutes on two cores (five 5001 x 5001
 solves in float64, about 10 s each, then the transform of about 14,000 reviews); the hidden layers are cached on
@@ -36,7 +41,7 @@ from ._files import REGISTRY, Domain, PathLike
 from .amazon_reviews import AMAZON_CLASSES, load_amazon_reviews, resolve_domain
 from .text import cache_subdir
 
-__all__ = ["load_amazon_reviews_msda", "MSDA_NOISE", "MSDA_LAYERS"]
+__all__ = ["load_amazon_reviews_msda", "MSDA_NOISE", "MSDA_LAYERS", "MSDA_LAYER_INPUTS"]
 
 logger = logging.getLogger("adaptlib.datasets")
 
@@ -45,23 +50,33 @@ logger = logging.getLogger("adaptlib.datasets")
 MSDA_NOISE = 0.5
 #: Number of stacked layers (the DANN paper's 30,000-d representation: input + 5 layers).
 MSDA_LAYERS = 5
+#: What the denoising layers see: ``"presence"`` (``1[count > 0]``, Chen et al.'s reference code,
+#: the default) or ``"counts"`` (the raw counts, this module's first version).
+MSDA_LAYER_INPUTS = ("presence", "counts")
 _FORMAT = 1  # bump when the cached content changes meaning
 
 
-def _key(pair: Tuple[str, str], noise: float, layers: int) -> str:
+def _key(pair: Tuple[str, str], noise: float, layers: int, layer_input: str = "counts") -> str:
     files = {f"{d}_{s}": REGISTRY[f"amazon_reviews_dann/{d}_{s}.svmlight"].sha256 for d in pair
              for s in ("train", "test")}
-    blob = json.dumps({"format": _FORMAT, "fit_on": [f"{d}_train" for d in pair], "files": files,
-                       "noise": noise, "layers": layers, "reg": 1e-5}, sort_keys=True)
+    fields = {"format": _FORMAT, "fit_on": [f"{d}_train" for d in pair], "files": files,
+              "noise": noise, "layers": layers, "reg": 1e-5}
+    if layer_input != "counts":  # the first version's keys stay as they were, so its caches stay valid
+        fields["layer_input"] = layer_input
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
-def _fit_and_store(pair, folder: Path, noise: float, layers: int, root, download) -> None:
+def _fit_and_store(pair, folder: Path, noise: float, layers: int, root, download,
+                   layer_input: str = "counts") -> None:
     from ..representations import msda_fit, msda_transform
 
     data = {(d, s): load_amazon_reviews(d, s, root, download).x for d in pair for s in ("train", "test")}
+    if layer_input == "presence":
+        data = {k: (x > 0).to(x.dtype) for k, x in data.items()}
     fit_x = torch.cat([data[(pair[0], "train")], data[(pair[1], "train")]])
-    logger.info("fitting a %d-layer mSDA (noise %g) on %s + %s train -> %s", layers, noise, *pair, folder)
+    logger.info("fitting a %d-layer mSDA (noise %g) on the %s of %s + %s train -> %s", layers, noise,
+                layer_input, *pair, folder)
     weights = msda_fit(fit_x, noise=noise, layers=layers)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
@@ -84,6 +99,7 @@ def load_amazon_reviews_msda(
     *,
     noise: float = MSDA_NOISE,
     layers: int = MSDA_LAYERS,
+    layer_input: str = "presence",
     cache_dir: Optional[PathLike] = None,
 ) -> Tuple[Domain, Domain, Domain]:
     """The three splits of the Amazon task ``source -> target`` in the mSDA representation.
@@ -94,6 +110,9 @@ def load_amazon_reviews_msda(
         root, download: as :func:`adaptlib.datasets.load_amazon_reviews`.
         noise: mSDA corruption probability in ``[0, 1)`` (part of the cache key).
         layers: number of mSDA layers, ``>= 1`` (part of the cache key).
+        layer_input: what the layers are fitted on and applied to (part of the cache key):
+            ``"presence"``, ``1[count > 0]`` as in Chen et al.'s reference code (default), or
+            ``"counts"``, the raw counts. The first 5000 features are the counts either way.
         cache_dir: folder of the cached layers; default ``cache_subdir("msda")``.
 
     Returns:
@@ -103,7 +122,8 @@ def load_amazon_reviews_msda(
         :func:`~adaptlib.datasets.load_amazon_reviews`.
 
     Raises:
-        ValueError: unknown domain, ``source == target``, bad ``noise`` or ``layers``.
+        ValueError: unknown domain, ``source == target``, bad ``noise``, ``layers`` or
+            ``layer_input``.
         DatasetNotFoundError, ChecksumError: as :func:`adaptlib.datasets.fetch`.
 
     Cite: Chen et al., ICML 2012; Ganin et al., JMLR 2016 (Table 1, mSDA representation).
@@ -115,11 +135,13 @@ def load_amazon_reviews_msda(
         raise ValueError(f"noise must be a corruption probability in [0, 1), got {noise!r}")
     if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 1:
         raise ValueError(f"layers must be an int >= 1, got {layers!r}")
+    if layer_input not in MSDA_LAYER_INPUTS:
+        raise ValueError(f"layer_input must be one of {MSDA_LAYER_INPUTS}, got {layer_input!r}")
     noise, layers = float(noise), int(layers)
     pair = tuple(sorted((s, t)))
-    folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, noise, layers)}"
+    folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, noise, layers, layer_input)}"
     if not folder.is_dir():
-        _fit_and_store(pair, folder, noise, layers, root, download)
+        _fit_and_store(pair, folder, noise, layers, root, download, layer_input)
     out = []
     for d, split in ((s, "train"), (t, "train"), (t, "test")):
         counts = load_amazon_reviews(d, split, root, download)

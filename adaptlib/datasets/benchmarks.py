@@ -155,7 +155,7 @@ class Benchmark:
             download: download missing files.
             **options: forwarded to the domain loader to deviate from the default
                 preprocessing (``preprocess=`` for Office-Caltech10, ``normalize=`` for
-                MNIST-USPS, ``transform=`` for Amazon, ``noise=`` / ``layers=`` /
+                MNIST-USPS, ``transform=`` for Amazon, ``noise=`` / ``layers=`` / ``layer_input=`` /
                 ``cache_dir=`` for its mSDA variant, ``max_length=`` and ``cache_dir=`` for
                 Amazon text, ``max_length=`` for its fine-tuning variant, ``size=`` / ``n=`` /
                 ``data_seed=`` for the digit images). Leave empty for the standard protocol.
@@ -335,8 +335,9 @@ BENCHMARKS: Dict[str, Benchmark] = {
         protocol=(
             "DANN protocol as amazon-reviews (labelled S_train, unlabelled T_train, accuracy on "
             "T_test). Features: the counts and a 5-layer mSDA (noise 0.5) fitted in closed form on "
-            "the unlabelled union of S_train and T_train, 30,000-d (Ganin et al., JMLR 2016, "
-            "Table 1). Every method, source-only included, adapts through this representation."
+            "the word presence of the unlabelled union of S_train and T_train (Chen et al.'s code), "
+            "30,000-d (Ganin et al., JMLR 2016, Table 1). Every method, source-only included, adapts "
+            "through this representation."
         ),
         citation=(
             "Blitzer et al., ACL 2007; Chen et al., Marginalized Denoising Autoencoders for "
