@@ -139,3 +139,13 @@ def test_amazon_msda_benchmark_fits_once_per_pair_and_caches(data_root, tmp_path
         am.load_amazon_reviews_msda("B", "K", data_root, noise=1.5, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="layer_input must be one of"):
         am.load_amazon_reviews_msda("B", "K", data_root, layer_input="binary", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        am.load_amazon_reviews_msda("B", "D", data_root, transform="sqrt", cache_dir=tmp_path)
+    assert fits == []  # refused before any fit
+
+    # transform= changes the counts block only; the layers are the same cached ones
+    s_log, _, te_log = am.load_amazon_reviews_msda("B", "K", data_root, layers=1, transform="log1p",
+                                                   cache_dir=tmp_path)
+    assert fits == []
+    torch.testing.assert_close(s_log.x[:, :300], torch.log1p(s.x[:, :300]))
+    assert torch.equal(s_log.x[:, 300:], s.x[:, 300:]) and torch.equal(te_log.y, te.y)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ._files import REGISTRY, Domain, PathLike
-from .amazon_reviews import AMAZON_CLASSES, load_amazon_reviews, resolve_domain
+from .amazon_reviews import _TRANSFORMS, AMAZON_CLASSES, load_amazon_reviews, resolve_domain
 from .text import cache_subdir
 
 __all__ = ["load_amazon_reviews_msda", "MSDA_NOISE", "MSDA_LAYERS", "MSDA_LAYER_INPUTS"]
@@ -100,6 +100,7 @@ def load_amazon_reviews_msda(
     noise: float = MSDA_NOISE,
     layers: int = MSDA_LAYERS,
     layer_input: str = "presence",
+    transform: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
 ) -> Tuple[Domain, Domain, Domain]:
     """The three splits of the Amazon task ``source -> target`` in the mSDA representation.
@@ -113,6 +114,10 @@ def load_amazon_reviews_msda(
         layer_input: what the layers are fitted on and applied to (part of the cache key):
             ``"presence"``, ``1[count > 0]`` as in Chen et al.'s reference code (default), or
             ``"counts"``, the raw counts. The first 5000 features are the counts either way.
+        transform: applied to the first 5000 features only (the counts), as in
+            :func:`~adaptlib.datasets.load_amazon_reviews`: ``None`` (default, the counts as
+            Chen et al. and Ganin et al. concatenate them), ``"log1p"`` or ``"binary"``. The
+            layers do not change (not part of the cache key).
         cache_dir: folder of the cached layers; default ``cache_subdir("msda")``.
 
     Returns:
@@ -122,8 +127,8 @@ def load_amazon_reviews_msda(
         :func:`~adaptlib.datasets.load_amazon_reviews`.
 
     Raises:
-        ValueError: unknown domain, ``source == target``, bad ``noise``, ``layers`` or
-            ``layer_input``.
+        ValueError: unknown domain, ``source == target``, bad ``noise``, ``layers``,
+            ``layer_input`` or ``transform``.
         DatasetNotFoundError, ChecksumError: as :func:`adaptlib.datasets.fetch`.
 
     Cite: Chen et al., ICML 2012; Ganin et al., JMLR 2016 (Table 1, mSDA representation).
@@ -137,6 +142,8 @@ def load_amazon_reviews_msda(
         raise ValueError(f"layers must be an int >= 1, got {layers!r}")
     if layer_input not in MSDA_LAYER_INPUTS:
         raise ValueError(f"layer_input must be one of {MSDA_LAYER_INPUTS}, got {layer_input!r}")
+    if transform not in _TRANSFORMS:  # checked before a fit of minutes, not after
+        raise ValueError(f"transform must be one of {list(_TRANSFORMS)}, got {transform!r}")
     noise, layers = float(noise), int(layers)
     pair = tuple(sorted((s, t)))
     folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, noise, layers, layer_input)}"
@@ -144,7 +151,7 @@ def load_amazon_reviews_msda(
         _fit_and_store(pair, folder, noise, layers, root, download, layer_input)
     out = []
     for d, split in ((s, "train"), (t, "train"), (t, "test")):
-        counts = load_amazon_reviews(d, split, root, download)
+        counts = load_amazon_reviews(d, split, root, download, transform=transform)
         hidden = np.load(folder / f"{d}_{split}.npy")
         if hidden.shape != (counts.x.shape[0], counts.x.shape[1] * layers):
             raise ValueError(f"{folder / f'{d}_{split}.npy'}: cached layers have shape {hidden.shape}, expected "
