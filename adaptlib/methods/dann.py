@@ -111,9 +111,10 @@ class DANN(Method):
                                  "hyper-parameters of each task chosen by reverse validation"),
         "amazon-reviews-msda": (81.3, "Ganin et al., JMLR 2016, Table 1 (DANN on the 30,000-d mSDA "
                                       "representation), the mean of its 12 per-task numbers. The same tasks, "
-                                      "files and split and the same representation (counts + 5 mSDA layers), "
-                                      "but their own mSDA fit (adaptlib's noise 0.5 is untuned), one hidden layer, and "
-                                      "hyper-parameters chosen per task by reverse validation"),
+                                      "files and split and the same representation (counts + 5 mSDA layers fitted "
+                                      "on word presence, as Chen et al.'s code), but their own mSDA fit (adaptlib's "
+                                      "noise 0.5 is untuned), one hidden layer, and hyper-parameters chosen per task "
+                                      "by reverse validation"),
     }
 
     def __init__(self, trade_off: float = 1.0, gamma: float = 10.0, hidden_dim: int = 256, dropout: float = 0.5,
