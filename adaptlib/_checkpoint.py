@@ -85,6 +85,18 @@ def read_checkpoint(trainer: Any, path: Path) -> Dict[str, Any]:
     return checkpoint
 
 
+def _with_kernel_flags(saved: Dict[str, Any], optimizer: Any) -> Dict[str, Any]:
+    """``saved`` (an optimizer state dict) with the implementation flags (``fused``, ``foreach``)
+    of ``optimizer``, the one this process built: ``load_state_dict`` would otherwise restore the
+    saving process's choice, which this torch or device may not support (and a per-tensor step
+    then meets the fp16 scaler's fused-step arguments). The update is the same either way."""
+    flags = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    if len(flags) != len(saved.get("param_groups", ())):
+        return saved  # load_state_dict names the mismatch
+    groups = [{**g, **f} for g, f in zip(saved["param_groups"], flags)]
+    return {**saved, "param_groups": groups}
+
+
 def restore_model(model: nn.Module, checkpoint: Dict[str, Any], path: Path) -> None:
     try:
         model.load_state_dict(checkpoint["model"])
@@ -130,7 +142,7 @@ def start(trainer: Any, checkpoint: Optional[Dict[str, Any]]) -> Tuple[_LogSums,
         trainer._log_state = (_LogSums(), 0)
         return _LogSums(), 0
     trainer.method.load_state_dict(checkpoint["method"])
-    trainer._optimizer.load_state_dict(checkpoint["optimizer"])  # type: ignore[union-attr]
+    trainer._optimizer.load_state_dict(_with_kernel_flags(checkpoint["optimizer"], trainer._optimizer))
     if "grad_scaler" in checkpoint and getattr(trainer, "amp", None) is not None:
         trainer.amp.load_state_dict(checkpoint["grad_scaler"])
     if set(checkpoint["streams"]) != set(trainer._streams):

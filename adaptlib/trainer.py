@@ -45,10 +45,20 @@ SMALL_MODEL_PARAMETERS = 1_000_000
 
 def _fused_optimizer(cls, groups, **kwargs) -> torch.optim.Optimizer:
     """``cls(groups, fused=True, **kwargs)``: one fused kernel per step for all parameters instead
-    of a dozen element-wise passes per tensor, the same update up to float round-off (4x faster on
-    a 30000 x 256 layer on the CPU: benchmarks/README.md, "Fused optimizer step"). Falls back to
-    the per-tensor implementation where torch has no fused kernel (CPU before torch 2.4, some
-    devices and dtypes), which is refused when the optimizer is built, not later."""
+    of a dozen element-wise passes per tensor, the same update up to float round-off (the Adam
+    step 8x faster on a 30000 x 256 layer on the CPU: benchmarks/README.md, "Fused optimizer
+    step"). The per-tensor implementation, ``cls(groups, **kwargs)``, where torch has no fused
+    kernel: a parameter that is not floating point or lives on a device torch lists no fused
+    kernels for (torch >= 2.4 would only refuse those at the first ``step()``), or a torch that
+    refuses ``fused=True`` when the optimizer is built (CPU before 2.4, SGD before 2.4)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        devices = set(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError):  # an older torch: its constructor checks (below)
+        devices = None
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    if devices is not None and not all(p.is_floating_point() and p.device.type in devices for p in params):
+        return cls(groups, **kwargs)
     try:
         return cls(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
@@ -74,7 +84,10 @@ class Trainer:
         target_batch_size: unlabelled target batch size (default: ``batch_size``).
         optimizer: ``"sgd"`` (momentum, Nesterov), ``"adam"`` (``weight_decay`` is an L2 term
             added to the gradient) or ``"adamw"`` (Adam with decoupled weight decay,
-            Loshchilov & Hutter, ICLR 2019).
+            Loshchilov & Hutter, ICLR 2019). torch's fused kernel (``fused=True``) where torch
+            has one for the parameters' device and dtype, else its per-tensor step: the same
+            update up to float round-off, so runs of adaptlib before 2026-12-01 re-run with
+            round-off-sized differences (README, "Results").
         lr: base learning rate; ``backbone_lr_multiplier`` scales it for the backbone (0.1
             is usual for a pre-trained backbone).
         momentum, weight_decay: optimizer settings (weight decay applies to every group).

@@ -105,6 +105,25 @@ def test_killed_and_resumed_run_is_bit_identical(case, surf_small, reference, tm
     assert sorted(os.listdir(tmp_path)) == ["last.pt"]  # no temporary file left behind
 
 
+def test_checkpoint_of_another_optimizer_kernel_resumes_with_this_processs_kernel(surf_small, reference, tmp_path):
+    """A checkpoint saved by a per-tensor optimizer step (adaptlib before its fused step, or a torch
+    without fused kernels) resumes with the step this process built: the saved ``fused`` and
+    ``foreach`` flags are not restored, so the run ends exactly as the uninterrupted fused one."""
+    first = Trainer(_model(), **CASES["dann-adam"], **SETTINGS, checkpoint_dir=tmp_path, checkpoint_every=KILL)
+    _kill_at(first, KILL)
+    with pytest.raises(Killed):
+        _fit(first, surf_small)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    for group in saved["optimizer"]["param_groups"]:
+        assert group["fused"] is True
+        group["fused"], group["foreach"] = None, False
+    torch.save(saved, tmp_path / "last.pt")
+    resumed = Trainer(_model(seed=7), **CASES["dann-adam"], **SETTINGS, checkpoint_dir=tmp_path)
+    _fit(resumed, surf_small, resume=True)
+    assert all(g["fused"] is True for g in resumed._optimizer.param_groups)
+    _assert_same_run(reference("dann-adam"), resumed)
+
+
 def test_resume_with_dataset_inputs_mid_epoch(surf_small, reference, tmp_path):
     """Dataset streams (77 source rows, 45 target rows, batch 16) resume at the same place of the same epoch."""
     ref = reference("dann", datasets=True)

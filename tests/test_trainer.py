@@ -124,6 +124,8 @@ def test_optimizer_step_is_fused_and_equals_the_per_tensor_update(optimizer):
     reference_model = copy.deepcopy(model)
     t = Trainer(model, optimizer=optimizer, lr=0.05, weight_decay=1e-3, momentum=0.9)
     fused = t._make_optimizer()
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4):
+        pytest.skip("torch before 2.4 has no fused CPU kernels: the Trainer uses the per-tensor step")
     assert all(g["fused"] for g in fused.param_groups), "torch >= 2.4 has fused CPU kernels for all three"
     names = dict(model.named_parameters())
     reference_params = dict(reference_model.named_parameters())
@@ -145,6 +147,12 @@ def test_optimizer_step_is_fused_and_equals_the_per_tensor_update(optimizer):
 
 def test_optimizer_falls_back_where_torch_has_no_fused_kernel():
     from adaptlib.trainer import _fused_optimizer
+
+    # torch >= 2.4 refuses integer parameters only at the first step(): decided before building
+    counts = torch.nn.Parameter(torch.ones(3, dtype=torch.int64), requires_grad=False)
+    opt = _fused_optimizer(torch.optim.Adam, [{"params": [torch.nn.Parameter(torch.ones(2)), counts]}], lr=0.1)
+    assert not opt.param_groups[0]["fused"]
+    opt.step()  # no gradients: a no-op, but the fused kernel would have raised here
 
     class NoFusedKernel(torch.optim.SGD):
         def __init__(self, params, fused=None, **kwargs):

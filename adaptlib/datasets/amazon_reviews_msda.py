@@ -56,7 +56,7 @@ MSDA_LAYER_INPUTS = ("presence", "counts")
 _FORMAT = 1  # bump when the cached content changes meaning
 
 
-def _key(pair: Tuple[str, str], noise: float, layers: int, layer_input: str = "counts") -> str:
+def _key(pair: Tuple[str, str], noise: float, layers: int, layer_input: str) -> str:
     files = {f"{d}_{s}": REGISTRY[f"amazon_reviews_dann/{d}_{s}.svmlight"].sha256 for d in pair
              for s in ("train", "test")}
     fields = {"format": _FORMAT, "fit_on": [f"{d}_train" for d in pair], "files": files,
@@ -67,8 +67,7 @@ def _key(pair: Tuple[str, str], noise: float, layers: int, layer_input: str = "c
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
-def _fit_and_store(pair, folder: Path, noise: float, layers: int, root, download,
-                   layer_input: str = "counts") -> None:
+def _fit_and_store(pair, folder: Path, noise: float, layers: int, root, download, layer_input: str) -> None:
     from ..representations import msda_fit, msda_transform
 
     data = {(d, s): load_amazon_reviews(d, s, root, download).x for d in pair for s in ("train", "test")}
@@ -122,13 +121,15 @@ def load_amazon_reviews_msda(
 
     Returns:
         ``(source_train, target_train, target_test)`` :class:`Domain` objects with ``x`` of shape
-        ``(N, 5000 * (layers + 1))`` float32 (counts first, then the ``tanh`` layers, stored as
+        ``(N, 5000 * (layers + 1))`` float32 (the counts block after ``transform`` first, then the
+        ``tanh`` layers, stored as
         float16 so they match a fresh fit to about 1e-3) and the labels of
         :func:`~adaptlib.datasets.load_amazon_reviews`.
 
     Raises:
         ValueError: unknown domain, ``source == target``, bad ``noise``, ``layers``,
-            ``layer_input`` or ``transform``.
+            ``layer_input`` or ``transform`` (all before any fit); cached layers of the wrong
+            shape (delete the folder to refit).
         DatasetNotFoundError, ChecksumError: as :func:`adaptlib.datasets.fetch`.
 
     Cite: Chen et al., ICML 2012; Ganin et al., JMLR 2016 (Table 1, mSDA representation).
