@@ -228,6 +228,39 @@ def test_select_recipe_grid_and_choice():
     assert sr.choose(rows, 0.002)["recipe"] == "b"  # the cheapest within 0.2 points of the best
 
 
+def test_select_recipe_msda_grid_and_source_loading(monkeypatch):
+    """The mSDA grid is the benchmark's recipe against log1p of its counts block; a job loads one pair only."""
+    import adaptlib.datasets.amazon_reviews_msda as msda
+    from adaptlib.datasets._files import Domain
+
+    sr = _script()
+    grid = {n: r for _, n, r in sr.candidates("amazon-reviews-msda")}
+    assert sorted(grid) == ["centre", "log1p"]
+    recipe = BENCHMARK_SETTINGS["amazon-reviews-msda"]
+    for name, candidate in grid.items():
+        cfg = CompareConfig(benchmark="amazon-reviews-msda", methods=("source-only",), **candidate).resolved()
+        # Everything but the counts block's transform is the benchmark's recipe.
+        assert {k: getattr(cfg, k) for k in RECIPE_KEYS if k != "load_options"} == \
+            {k: recipe[k] for k in RECIPE_KEYS if k != "load_options"}
+        assert cfg.load_options["layer_input"] == "presence"
+        assert cfg.load_options.get("transform") == (None if name == "centre" else "log1p")
+    calls = []
+
+    def fake(source, target, root=None, download=False, **options):
+        calls.append((source, target, options))
+        x, y = torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])
+        classes = ("negative", "positive")
+        return Domain(source, x, y, classes), Domain(target, x, y, classes), Domain(target, x, y, classes)
+
+    monkeypatch.setattr(msda, "load_amazon_reviews_msda", fake)
+    out = sr.load_source_domains("amazon-reviews-msda", {"transform": "log1p"}, None, only="E")
+    assert list(out) == ["E"] and out["E"].name == "electronics"
+    assert calls == [("electronics", "books", {"transform": "log1p"})]  # E->B, the first task with source E
+    calls.clear()
+    assert sorted(sr.load_source_domains("amazon-reviews-msda", {}, None)) == ["B", "D", "E", "K"]
+    assert [c[0] for c in calls] == ["books", "dvd", "electronics", "kitchen"]
+
+
 def test_select_recipe_grid_for_the_text_benchmark():
     """amazon-reviews-text has no pre-issue-10 recipe: the grid starts at the plain loop and the centre."""
     sr = _script()
