@@ -45,7 +45,7 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
     # The same reviews in the mSDA representation (layers fitted on word presence, Chen et al.'s code;
     # spelled out so that a run journal of the earlier layers on counts, written with {}, is never
     # resumed into this recipe): amazon-reviews' recipe, chosen on held-out source reviews of the
-    # same files, without its log1p (the counts and the tanh layers as they are). At about 250 s a
+    # same files, without its log1p (the counts and the tanh layers as they are). At 250-265 s a
     # run a full grid would take hours; held-out source reviews kept it against log1p of the counts
     # block (84.50 against 84.34, 2 seeds; scripts/select_recipe.py amazon-reviews-msda, docs/recipe.md).
     "amazon-reviews-msda": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,

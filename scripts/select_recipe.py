@@ -25,17 +25,21 @@ the same rule (a comparison trains every method on every task and seed with this
 ``--reuse`` takes finished runs (same
 recipe settings, domain and seed) from an earlier ``<out>/<benchmark>.json``.
 
-Target data is never read: only the source domains' files (and for Amazon only the
+No target label is read: only the source domains' files (and for Amazon only the
 ``train`` split, the labelled source split of the DANN protocol) are loaded, through the
 per-domain loaders; for MNIST-USPS, whose files hold both domains, the target half the
-loader returns is dropped at once, unread. :func:`load_source_domains` asserts it.
+loader returns is dropped at once, unread. :func:`load_source_domains` asserts it. The one
+exception to "source files only" is ``amazon-reviews-msda``, whose representation is fitted on
+the unlabelled reviews of both domains of a task (as every method of that task sees it); a
+fit on a cold cache opens both domains' files, and the target splits the loader returns are
+dropped unread.
 
 ``digits-images`` (LeNet on 28x28 images, minutes per run on the CPU) has its own tiny grid
 (:data:`SMALL_GRIDS`): its centre and one change per factor (two strengths of random affine
-augmentation), no baselines. So has ``amazon-reviews-msda`` (30,000-d inputs, minutes per
+augmentation), no baselines. Augmentation acts on the training images only; the held-out
+images are scored as they are. So has ``amazon-reviews-msda`` (30,000-d inputs, minutes per
 run): its benchmark recipe against ``log1p`` of the counts block; each source domain is the
-source split of the first task it starts (``B`` of ``B->D``), in that task's mSDA layers. Augmentation acts on the training images only; the held-out
-images are scored as they are.
+source split of the first task it starts (``B`` of ``B->D``), in that task's mSDA layers.
 
 Usage (about 2-10 min per benchmark on 2 cores)::
 
@@ -43,7 +47,7 @@ Usage (about 2-10 min per benchmark on 2 cores)::
     python scripts/select_recipe.py mnist-usps-jda --seeds 2 --workers 2
     python scripts/select_recipe.py amazon-reviews --seeds 1 --workers 2
     python scripts/select_recipe.py amazon-reviews-text --seeds 2 --workers 2
-    python scripts/select_recipe.py amazon-reviews-msda --seeds 2 --workers 2   # about 20 min, 2 recipes
+    python scripts/select_recipe.py amazon-reviews-msda --seeds 2 --workers 2   # about 35 min, 2 recipes
 
 For ``amazon-reviews-text`` (frozen all-MiniLM-L6-v2 embeddings, cached) there is no ``old``
 recipe; each domain's 2000 labelled reviews are its source data (the benchmark has no separate
@@ -205,6 +209,9 @@ def load_source_domains(benchmark: str, load_options: Dict[str, Any], root: Opti
     from adaptlib.datasets.office_caltech import load_office_caltech10_surf
 
     bench = get_benchmark(benchmark)
+    if only is not None and only not in source_domain_names(benchmark):
+        raise ValueError(f"only must be one of the source domains {source_domain_names(benchmark)} of "
+                         f"{benchmark!r}, got {only!r}")
     out: Dict[str, Domain] = {}
     for letter in source_domain_names(benchmark):
         if only is not None and letter != only:

@@ -259,6 +259,8 @@ def test_select_recipe_msda_grid_and_source_loading(monkeypatch):
     calls.clear()
     assert sorted(sr.load_source_domains("amazon-reviews-msda", {}, None)) == ["B", "D", "E", "K"]
     assert [c[0] for c in calls] == ["books", "dvd", "electronics", "kitchen"]
+    with pytest.raises(ValueError, match="only must be one of the source domains"):
+        sr.load_source_domains("amazon-reviews-msda", {}, None, only="X")
 
 
 def test_select_recipe_grid_for_the_text_benchmark():

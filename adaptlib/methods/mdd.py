@@ -36,6 +36,8 @@ class MDD(Method):
     Args:
         trade_off: weight of the disparity term (the paper's eta, 1.0).
         margin: the margin factor ``gamma`` of the paper (4, its Office-31 setting and TLlib's).
+            ``adaptlib compare`` trains 3 on ``amazon-reviews``, chosen there by DEV
+            (``adaptlib.compare.METHOD_DEFAULTS``, docs/methods.md): 4 collapses on its binary tasks.
         max_reversal: final gradient-reversal coefficient into the features.
         gamma: steepness of the reversal warm-up (10, DANN's).
     """
