@@ -229,21 +229,26 @@ def test_select_recipe_grid_and_choice():
 
 
 def test_select_recipe_msda_grid_and_source_loading(monkeypatch):
-    """The mSDA grid is the benchmark's recipe against log1p of its counts block; a job loads one pair only."""
+    """The mSDA grid is the benchmark's recipe against log1p of its counts block and two other noises; a job
+    loads one pair only."""
     import adaptlib.datasets.amazon_reviews_msda as msda
     from adaptlib.datasets._files import Domain
 
     sr = _script()
     grid = {n: r for _, n, r in sr.candidates("amazon-reviews-msda")}
-    assert sorted(grid) == ["centre", "log1p"]
+    assert sorted(grid) == ["centre", "log1p", "noise0.3", "noise0.7"]
     recipe = BENCHMARK_SETTINGS["amazon-reviews-msda"]
     for name, candidate in grid.items():
         cfg = CompareConfig(benchmark="amazon-reviews-msda", methods=("source-only",), **candidate).resolved()
-        # Everything but the counts block's transform is the benchmark's recipe.
+        # Everything but the counts block's transform and the layers' noise is the benchmark's recipe.
         assert {k: getattr(cfg, k) for k in RECIPE_KEYS if k != "load_options"} == \
             {k: recipe[k] for k in RECIPE_KEYS if k != "load_options"}
         assert cfg.load_options["layer_input"] == "presence"
-        assert cfg.load_options.get("transform") == (None if name == "centre" else "log1p")
+        assert cfg.load_options.get("transform") == ("log1p" if name == "log1p" else None)
+        assert cfg.load_options.get("noise") == {"noise0.3": 0.3, "noise0.7": 0.7}.get(name)
+    # The centre is the first recipe (the loader's noise 0.5); the benchmark now trains the grid's choice.
+    assert msda.MSDA_NOISE == 0.5 and "noise" not in grid["centre"]["load_options"]
+    assert recipe["load_options"] == grid["noise0.3"]["load_options"] == {"layer_input": "presence", "noise": 0.3}
     calls = []
 
     def fake(source, target, root=None, download=False, **options):
