@@ -45,10 +45,10 @@ BENCHMARK_SETTINGS: Dict[str, Dict[str, Any]] = {
     # The same reviews in the mSDA representation (layers fitted on word presence, Chen et al.'s code;
     # spelled out so that a run journal of the earlier layers on counts, written with {}, is never
     # resumed into this recipe): amazon-reviews' recipe, chosen on held-out source reviews of the
-    # same files, without its log1p (the counts and the tanh layers as they are). At 250-265 s a
+    # same files, without its log1p (the counts and the tanh layers as they are). At 150-265 s a
     # run a full grid would take hours; held-out source reviews kept it against log1p of the counts
     # block (84.50 against 84.34, 2 seeds) and chose the layers' corruption probability 0.3 over the
-    # loader's default 0.5 and over 0.7 (84.69 against 84.50 and 84.31; scripts/select_recipe.py
+    # loader's default 0.5 and over 0.7 (84.69 against 84.50, 2 seeds, and 84.31, seed 0; scripts/select_recipe.py
     # amazon-reviews-msda, docs/recipe.md).
     "amazon-reviews-msda": dict(backbone="mlp", hidden=(256,), bottleneck=128, dropout=0.5, bottleneck_norm=True,
                                 steps=2000, batch_size=64, optimizer="adam", lr=3e-4, backbone_lr_multiplier=1.0,

@@ -391,9 +391,17 @@ def combine(benchmark: str, rows: List[Dict[str, Any]]) -> Optional[Tuple[List[s
     names = []
     changes = {name: change for _, name, change in changes_of(benchmark)}
     changes.update({name: {"load_options": opts} for name, opts in PREPROCESSING.get(benchmark, ())})
+    options_changed = False
     for factor in sorted(best):
         names.append(best[factor]["recipe"])
-        recipe.update(changes[best[factor]["recipe"]])
+        change = dict(changes[best[factor]["recipe"]])
+        if "load_options" in change:
+            # A change's options replace the centre's; two factors that both change them (mSDA:
+            # the transform and the noise) are merged, so the second does not undo the first.
+            if options_changed:
+                change["load_options"] = {**recipe["load_options"], **change["load_options"]}
+            options_changed = True
+        recipe.update(change)
     return names, recipe
 
 

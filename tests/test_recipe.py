@@ -229,8 +229,8 @@ def test_select_recipe_grid_and_choice():
 
 
 def test_select_recipe_msda_grid_and_source_loading(monkeypatch):
-    """The mSDA grid is the benchmark's recipe against log1p of its counts block and two other noises; a job
-    loads one pair only."""
+    """The mSDA grid is the benchmark's first recipe (noise 0.5) against log1p of its counts block and two
+    other noises; stage 2 merges a winning transform and a winning noise; a job loads one pair only."""
     import adaptlib.datasets.amazon_reviews_msda as msda
     from adaptlib.datasets._files import Domain
 
@@ -249,6 +249,13 @@ def test_select_recipe_msda_grid_and_source_loading(monkeypatch):
     # The centre is the first recipe (the loader's noise 0.5); the benchmark now trains the grid's choice.
     assert msda.MSDA_NOISE == 0.5 and "noise" not in grid["centre"]["load_options"]
     assert recipe["load_options"] == grid["noise0.3"]["load_options"] == {"layer_input": "presence", "noise": 0.3}
+    # Stage 2: if log1p and noise 0.3 both beat the centre, the combination keeps both loader options.
+    rows = [{"recipe": n, "factor": f, "mean": m, "settings": grid[n]}
+            for f, n, m in (("centre", "centre", 0.80), ("preprocessing", "log1p", 0.81),
+                            ("noise", "noise0.3", 0.82), ("noise", "noise0.7", 0.79))]
+    names, combined = sr.combine("amazon-reviews-msda", rows)
+    assert names == ["noise0.3", "log1p"]
+    assert combined["load_options"] == {"layer_input": "presence", "noise": 0.3, "transform": "log1p"}
     calls = []
 
     def fake(source, target, root=None, download=False, **options):
