@@ -149,3 +149,46 @@ def test_amazon_msda_benchmark_fits_once_per_pair_and_caches(data_root, tmp_path
     assert fits == []
     torch.testing.assert_close(s_log.x[:, :300], torch.log1p(s.x[:, :300]))
     assert torch.equal(s_log.x[:, 300:], s.x[:, 300:]) and torch.equal(te_log.y, te.y)
+
+
+def test_amazon_msda_concurrent_loads_of_one_pair_fit_it_once(data_root, tmp_path, monkeypatch):
+    """Two loads of the same pair at once (two workers on B->K and K->B) make one fit: the second
+    waits on the pair's lock and reads the first's layers."""
+    import threading
+    import time
+
+    from adaptlib.datasets import Domain
+    from adaptlib.datasets import amazon_reviews_msda as am
+    from adaptlib.datasets import load_amazon_reviews
+
+    def first_words(*args, **kwargs):
+        d = load_amazon_reviews(*args, **kwargs)
+        return Domain(name=d.name, x=d.x[:, :100].contiguous(), y=d.y, classes=d.classes)
+
+    monkeypatch.setattr(am, "load_amazon_reviews", first_words)
+    fits, real_fit = [], am._fit_and_store
+
+    def slow_fit(*args, **kwargs):
+        fits.append(args[0])
+        time.sleep(1.0)  # long enough for the other load to reach the cache check meanwhile
+        real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(am, "_fit_and_store", slow_fit)
+    out, errors = {}, []
+
+    def load(s, t):
+        try:
+            out[(s, t)] = am.load_amazon_reviews_msda(s, t, data_root, layers=1, cache_dir=tmp_path)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=p) for p in (("B", "K"), ("K", "B"))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert errors == [] and len(out) == 2
+    assert fits == [("books", "kitchen")]  # one fit, not one per load
+    (s, tt, _), (s2, tt2, _) = out[("B", "K")], out[("K", "B")]
+    assert torch.equal(s.x, tt2.x) and torch.equal(tt.x, s2.x)
+    assert len([p for p in tmp_path.rglob("*") if p.is_dir() and p.name.startswith("books-kitchen")]) == 1

@@ -16,7 +16,8 @@ The fit only sees the two training files, which are the same for ``S->T`` and ``
 fit serves both tasks. Fitting one pair costs about two minutes on two cores (five 5001 x 5001
 solves in float64, about 10 s each, then the transform of about 14,000 reviews); the hidden layers are cached on
 disk (float16, about 0.7 GB a pair, under :func:`adaptlib.datasets.text.cache_subdir` ``("msda")``)
-and read back by every later run.
+and read back by every later run. Processes that need the same uncached pair at once wait on a
+lock file beside its folder (``filelock``), so each pair is fitted once.
 
 Cite:
     M. Chen, Z. Xu, K. Q. Weinberger, F. Sha. Marginalized Denoising Autoencoders for Domain
@@ -151,7 +152,14 @@ def load_amazon_reviews_msda(
     pair = tuple(sorted((s, t)))
     folder = cache_subdir("msda", cache_dir) / f"{pair[0]}-{pair[1]}-{_key(pair, noise, layers, layer_input)}"
     if not folder.is_dir():
-        _fit_and_store(pair, folder, noise, layers, root, download, layer_input)
+        from filelock import FileLock
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # One fit per pair: processes that need the same layers at once (two workers on S->T and
+        # T->S) wait for the first one's fit instead of each fitting it for minutes.
+        with FileLock(str(folder) + ".lock"):
+            if not folder.is_dir():  # stored by another process while this one waited
+                _fit_and_store(pair, folder, noise, layers, root, download, layer_input)
     out = []
     for d, split in ((s, "train"), (t, "train"), (t, "test")):
         counts = load_amazon_reviews(d, split, root, download, transform=transform)
